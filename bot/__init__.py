@@ -1,0 +1,3 @@
+"""stabilize: a ChatOps incident bot for Slack."""
+
+__version__ = "0.1.0"

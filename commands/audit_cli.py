@@ -1,0 +1,83 @@
+"""``stabilize audit …``: read and verify the audit log."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import click
+
+from bot.audit import COLUMNS, AuditLog
+from bot.config import db_path
+from bot.db import Database
+from bot.durations import parse_timedelta
+from bot.errors import ConfigError, InputError
+from commands.common import handle_errors
+
+
+def open_audit() -> AuditLog:
+    path = db_path()
+    if not path.exists():
+        raise ConfigError(f"no audit database at {path} (set STABILIZE_DB to the bot's database)")
+    return AuditLog(Database(path))
+
+
+@click.group("audit")
+def audit() -> None:
+    """Review the append-only, hash-chained audit log (STABILIZE_DB)."""
+
+
+@audit.command("list")
+@click.option("--host", help="Only events about this host.")
+@click.option("--since", help="Only events newer than this, e.g. 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of rows.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@handle_errors
+def audit_list(host: str | None, since: str | None, as_json: bool, as_csv: bool) -> None:
+    """List audit events, oldest first.
+
+    Example:
+
+        stabilize audit list --host prod-web-01 --since 24h --json
+    """
+    if as_json and as_csv:
+        raise InputError("choose one of --json and --csv")
+    window = parse_timedelta(since) if since else None
+    rows = open_audit().list(host=host, since=window)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for r in rows:
+            parts = [r["ts"], r["actor"], r["action"]]
+            parts += [
+                f"{k}={r[k]}" for k in ("host", "runbook", "request_id", "incident_id") if r[k]
+            ]
+            click.echo(f"{r['id']:>6}  " + "  ".join(parts))
+        if not rows:
+            click.echo("no audit events match", err=True)
+
+
+@audit.command("verify")
+@handle_errors
+def audit_verify() -> None:
+    """Check the hash chain; exit 1 naming the first broken event.
+
+    Example:
+
+        stabilize audit verify
+    """
+    result = open_audit().verify()
+    if result.ok:
+        click.echo(str(result))
+        return
+    click.echo(str(result), err=True)
+    sys.exit(1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(audit)

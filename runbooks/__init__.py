@@ -1,0 +1,1 @@
+"""Runbook definitions and their executors."""
