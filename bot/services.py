@@ -32,6 +32,9 @@ class Services:
     transport: Transport | None = None
     # Set by the runbook engine / CLI when the bot must only post plans.
     dry_run: bool = False
+    # The runbook engine (runbooks.engine.Engine): validate / plan / format_plan / execute /
+    # lock_holder. Tests of the approval flow put a stand-in here.
+    engine: Any = None
     _aws_session: Any = field(default=None, repr=False)
     _aws_clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _aws_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -78,6 +81,7 @@ def build_services(
         on_delivered=lambda op, key: metrics.slack_delivered.labels(op).inc(),
     )
     return Services(
+        engine=_default_engine(),
         settings=settings,
         secrets=secrets,
         db=db,
@@ -87,3 +91,11 @@ def build_services(
         transport=transport,
         dry_run=settings.dry_run if dry_run is None else dry_run,
     )
+
+
+def _default_engine() -> Any:
+    try:
+        from runbooks.engine import Engine  # type: ignore[attr-defined]
+    except ImportError:  # the engine is being written; approvals then refuse to run
+        return None
+    return Engine()
