@@ -73,7 +73,7 @@ def wait_until(
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``override``, recursing into nested mappings; a ``None`` value deletes."""
+    """``base`` updated by ``override``, merging nested mappings; a ``None`` value deletes."""
     out: dict[str, Any] = dict(base)
     for key, value in override.items():
         if value is None:
@@ -85,7 +85,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-def write_config(directory: str | Path, data: Mapping[str, Any] | str, name: str = "stabilize.yaml") -> Path:
+def write_config(
+    directory: str | Path, data: Mapping[str, Any] | str, name: str = "stabilize.yaml"
+) -> Path:
     """Write ``data`` (a mapping, or YAML text as is) to ``directory/name`` and return the path."""
     path = Path(directory) / name
     text = data if isinstance(data, str) else yaml.safe_dump(dict(data), sort_keys=False)

@@ -29,7 +29,9 @@ def missing_reason() -> str | None:
 
 
 def binary() -> str:
-    return ALERTMANAGER if Path(ALERTMANAGER).exists() else str(shutil.which("prometheus-alertmanager"))
+    if Path(ALERTMANAGER).exists():
+        return ALERTMANAGER
+    return str(shutil.which("prometheus-alertmanager"))
 
 
 def _iso(dt: datetime) -> str:
@@ -105,7 +107,8 @@ class Alertmanager:
             wait_until(self._ready, timeout=15)
         except Exception as exc:
             self.stop()
-            raise RuntimeError(f"alertmanager did not start: {exc}\n{self.log_path.read_text()}") from None
+            log = self.log_path.read_text()
+            raise RuntimeError(f"alertmanager did not start: {exc}\n{log}") from None
         return self
 
     def _ready(self) -> bool:

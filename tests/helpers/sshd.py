@@ -165,7 +165,8 @@ class SshServer:
             "allow_agent": False,
         }
         connect_kwargs.update(kwargs.pop("connect_kwargs", {}))
-        config = Config(overrides={"load_ssh_configs": False})
+        # in_stream=False: never forward our stdin (pytest's is a capture that refuses reads).
+        config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
         return Connection(
             self.host,
             user=self.user,
@@ -207,13 +208,17 @@ class SshServer:
     def command_lines(self, since: int = 0) -> list[str]:
         return [line for line in self.log(since).splitlines() if SESSION in line]
 
-    def wait_for_log(self, pattern: str, count: int = 1, since: int = 0, timeout: float = 10) -> str:
+    def wait_for_log(
+        self, pattern: str, count: int = 1, since: int = 0, timeout: float = 10
+    ) -> str:
         """Wait until ``pattern`` (a regex) matched ``count`` times; sshd logs asynchronously."""
         regex = re.compile(pattern)
-        return wait_until(
-            lambda: (text := self.log(since)) if len(regex.findall(text)) >= count else None,
-            timeout=timeout,
-        )
+
+        def enough() -> str | None:
+            text = self.log(since)
+            return text if len(regex.findall(text)) >= count else None
+
+        return wait_until(enough, timeout=timeout)
 
 
 def _children_of(pid: int) -> list[int]:
@@ -231,4 +236,3 @@ def _children_of(pid: int) -> list[int]:
         if len(fields) > 1 and fields[1] == str(pid):
             out.append(int(entry.name))
     return out
-
