@@ -79,5 +79,50 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+@audit.command("timeline")
+@click.argument("incident_id")
+@click.option("--markdown", is_flag=True, help="Print Markdown for a postmortem document.")
+@handle_errors
+def audit_timeline(incident_id: str, markdown: bool) -> None:
+    """The incident's story: alerts, findings, who asked and approved, steps, outcome.
+
+    Shows when each event happened (and how long after the first alert), who did it, how
+    long each runbook step took, and the time to mitigation.
+
+    Example:
+
+        stabilize audit timeline 12 --markdown > postmortem-12.md
+    """
+    from bot import timeline
+
+    story = timeline.build_timeline(open_audit(), incident_id)
+    if markdown:
+        click.echo(timeline.to_markdown(story), nl=False)
+        return
+    from rich.console import Console
+
+    Console().print(timeline.to_table(story))
+
+
+@audit.command("browse")
+@click.option("--port", default=8001, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--open", "open_browser", is_flag=True, help="Open it in a web browser.")
+@handle_errors
+def audit_browse(port: int, open_browser: bool) -> None:
+    """Review the audit log in Datasette, read-only, with canned queries.
+
+    Queries: incidents, who approved what, failed and rolled-back executions, per host.
+    Needs the 'browse' extra: pip install -e '.[browse]'.
+
+    Example:
+
+        stabilize audit browse --port 8001 --open
+    """
+    from bot import browse
+
+    path = open_audit().db.path
+    browse.serve(path, port=port, open_browser=open_browser)
+
+
 def register(group: click.Group) -> None:
     group.add_command(audit)
