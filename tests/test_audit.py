@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -329,3 +330,50 @@ def test_cli_audit_list_json_prints_the_rows(audit, tmp_db):
     assert row["actor"] == "U0ALICE"
     assert row["action"] == "request.approved"
     assert set(row) >= {"id", "ts", "detail", "prev_hash", "hash"}
+
+
+# -- docs/audit.md's by-hand recipe ------------------------------------------------------
+
+
+def by_hand_script() -> str:
+    text = (ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
+    after = text.split("<!-- verify-by-hand", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.skipif(
+    not (shutil.which("sqlite3") and shutil.which("sha256sum")),
+    reason="the sqlite3 shell or sha256sum is not installed (apt-get install sqlite3)",
+)
+def test_the_documented_by_hand_check_agrees_with_verify(audit, tmp_db, tmp_path):
+    script = tmp_path / "verify-audit.sh"
+    script.write_text(by_hand_script())
+    audit.append(
+        "agent",
+        "alert.received",
+        host="prod-web-01",
+        incident_id=1,
+        detail={"summary": 'tab\there "quoted" \\ back\nslash', "who": "é 日本 😀", "n": 2.5},
+    )
+    fill(audit, 5)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(script), str(tmp_db.path)], capture_output=True, text=True, timeout=60
+        )
+
+    intact = check()
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "chain intact: 6 events" in intact.stdout
+
+    conn = raw(tmp_db)
+    drop_triggers(conn)
+    conn.execute("DELETE FROM audit_events WHERE id = 6")
+    truncated = check()
+    assert truncated.returncode == 1
+    assert "event 6" in truncated.stdout
+    conn.execute("""UPDATE audit_events SET detail = '{"n":3}' WHERE id = 1""")
+    conn.close()
+    altered = check()
+    assert altered.returncode == 1
+    assert "event 1" in altered.stdout
