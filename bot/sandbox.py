@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -156,59 +156,7 @@ class Sandbox:
 
     def seed(self, *, now: dt.datetime | None = None) -> SeededWorld:
         """Create prod-web-01 in web-asg, its CPU spike, the alarm and the SNS topic."""
-        ec2 = self.client("ec2")
-        image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        name_tag = {"Key": "Name", "Value": DEMO_HOST}
-        reservation = ec2.run_instances(
-            ImageId=image_id,
-            InstanceType=DEMO_TYPE,
-            MinCount=1,
-            MaxCount=1,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [name_tag]}],
-        )
-        instance_id = reservation["Instances"][0]["InstanceId"]
-
-        asg = self.client("autoscaling")
-        asg.create_launch_configuration(
-            LaunchConfigurationName=f"{DEMO_ASG}-lc", ImageId=image_id, InstanceType=DEMO_TYPE
-        )
-        asg.create_auto_scaling_group(
-            AutoScalingGroupName=DEMO_ASG,
-            LaunchConfigurationName=f"{DEMO_ASG}-lc",
-            MinSize=0,
-            MaxSize=4,
-            DesiredCapacity=0,
-            AvailabilityZones=[f"{self.region}a"],
-        )
-        # Attaching raises the desired capacity to 1: prod-web-01 is the group's one instance.
-        asg.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=DEMO_ASG)
-
-        topic_arn = self.client("sns").create_topic(Name=DEMO_TOPIC)["TopicArn"]
-        cloudwatch = self.client("cloudwatch")
-        for chunk in _chunks(list(cpu_spike(instance_id, now=now)), 20):
-            cloudwatch.put_metric_data(Namespace="AWS/EC2", MetricData=chunk)
-        cloudwatch.put_metric_alarm(
-            AlarmName=DEMO_ALARM,
-            AlarmDescription=f"CPU above 90% on {DEMO_HOST}",
-            MetricName="CPUUtilization",
-            Namespace="AWS/EC2",
-            Statistic="Average",
-            Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
-            Period=300,
-            EvaluationPeriods=1,
-            Threshold=90.0,
-            ComparisonOperator="GreaterThanThreshold",
-            AlarmActions=[topic_arn],
-        )
-        self.world = SeededWorld(
-            instance_id=instance_id,
-            instance_type=DEMO_TYPE,
-            asg=DEMO_ASG,
-            topic_arn=topic_arn,
-            alarm_name=DEMO_ALARM,
-            alarm_arn=f"arn:aws:cloudwatch:{self.region}:{ACCOUNT_ID}:alarm:{DEMO_ALARM}",
-            region=self.region,
-        )
+        self.world = seed_world(self.client, self.region, now=now)
         return self.world
 
     def instance_type(self, instance_id: str) -> str:
@@ -220,6 +168,65 @@ class Sandbox:
         if self.world is None:
             raise SandboxError("seed the sandbox before raising its alarm")
         return cloudwatch_alarm(self.world, now=now)
+
+
+def seed_world(
+    client: Callable[[str], Any], region: str, *, now: dt.datetime | None = None
+) -> SeededWorld:
+    """The demo world, created through ``client(service)`` (any moto endpoint will do)."""
+    ec2 = client("ec2")
+    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    name_tag = {"Key": "Name", "Value": DEMO_HOST}
+    reservation = ec2.run_instances(
+        ImageId=image_id,
+        InstanceType=DEMO_TYPE,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [name_tag]}],
+    )
+    instance_id = reservation["Instances"][0]["InstanceId"]
+
+    asg = client("autoscaling")
+    asg.create_launch_configuration(
+        LaunchConfigurationName=f"{DEMO_ASG}-lc", ImageId=image_id, InstanceType=DEMO_TYPE
+    )
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=DEMO_ASG,
+        LaunchConfigurationName=f"{DEMO_ASG}-lc",
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=0,
+        AvailabilityZones=[f"{region}a"],
+    )
+    # Attaching raises the desired capacity to 1: prod-web-01 is the group's one instance.
+    asg.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=DEMO_ASG)
+
+    topic_arn = client("sns").create_topic(Name=DEMO_TOPIC)["TopicArn"]
+    cloudwatch = client("cloudwatch")
+    for chunk in _chunks(list(cpu_spike(instance_id, now=now)), 20):
+        cloudwatch.put_metric_data(Namespace="AWS/EC2", MetricData=chunk)
+    cloudwatch.put_metric_alarm(
+        AlarmName=DEMO_ALARM,
+        AlarmDescription=f"CPU above 90% on {DEMO_HOST}",
+        MetricName="CPUUtilization",
+        Namespace="AWS/EC2",
+        Statistic="Average",
+        Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+        Period=300,
+        EvaluationPeriods=1,
+        Threshold=90.0,
+        ComparisonOperator="GreaterThanThreshold",
+        AlarmActions=[topic_arn],
+    )
+    return SeededWorld(
+        instance_id=instance_id,
+        instance_type=DEMO_TYPE,
+        asg=DEMO_ASG,
+        topic_arn=topic_arn,
+        alarm_name=DEMO_ALARM,
+        alarm_arn=f"arn:aws:cloudwatch:{region}:{ACCOUNT_ID}:alarm:{DEMO_ALARM}",
+        region=region,
+    )
 
 
 def cpu_spike(instance_id: str, *, now: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
