@@ -5,12 +5,22 @@ pass ``conn`` — and return at once. One worker delivers in order through a ``T
 
 - messages are addressed by a logical ``key`` (``incident:12``, ``request:R-…``); the Slack
   ``ts`` of a posted key is kept in ``slack_messages``, so a key is posted at most once;
-- an ``update`` waits until its message exists and only the newest pending update of a key is
-  sent (older ones are ``superseded``), at most one per ``update_interval`` per key;
+- updates coalesce where they are queued: an update of a message whose post has not been
+  tried yet rewrites that post, and a newer update supersedes an older pending one, so a storm
+  leaves at most one pending update per message; updates of one message go out at most once
+  per ``update_interval``;
 - posts are paced to one per ``post_interval`` per channel and stay in order per channel;
-- ``TransportRetry`` (429 ``Retry-After``, 5xx, network) reschedules the row and pauses
-  delivery; ``TransportError`` marks it failed with the error. Nothing is dropped on a crash:
-  pending rows are simply delivered after the restart.
+- a 429 pauses all delivery for its ``Retry-After``; a 5xx or network error reschedules the row
+  with exponential backoff (capped at ``MAX_BACKOFF``); a permanent error (``TransportError``)
+  marks the row ``failed``, and so do its thread replies and updates, so nothing waits on it.
+  A row that keeps failing stops holding up its channel after ``POISON_ATTEMPTS`` tries and is
+  given up after ``GIVE_UP_AFTER`` seconds.
+
+Never a duplicate post: a row is claimed (``attempts + 1``, committed) before the call to Slack.
+A row claimed before — so Slack may have accepted it although we never recorded the ``ts``
+(a crash, a timeout) — is looked up first: each post carries ``metadata`` with its key, and the
+transport's ``find_posted`` searches the channel (or the thread) for it. Transports without
+``find_posted`` (the terminal) simply post again.
 """
 
 from __future__ import annotations
@@ -24,12 +34,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bot.db import Database, iso
+from bot.db import Database, iso, parse_iso
 from bot.transport import Transport, TransportError, TransportRetry
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
+POISON_ATTEMPTS = 5
+GIVE_UP_AFTER = 24 * 3600.0
+METADATA_EVENT = "stabilize_message"
+# Delivery passes are at least this far apart, however often enqueues wake the worker.
+MIN_PASS = 0.05
 
 
 class Outbox:
@@ -91,26 +106,45 @@ class Outbox:
         blocks: list[dict[str, Any]] | None,
         conn: sqlite3.Connection | None,
     ) -> int:
-        sql = (
-            "INSERT INTO outbox (op, key, channel, thread_key, text, blocks, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
-        )
-        args = (
-            op,
-            key,
-            channel,
-            thread_key,
-            text,
-            json.dumps(blocks) if blocks is not None else None,
-            iso(),
-        )
         if conn is not None:
-            rowid = conn.execute(sql, args).lastrowid
+            rowid = self._insert(conn, op, key, channel, thread_key, text, blocks)
         else:
             with self.db.transaction() as tx:
-                rowid = tx.execute(sql, args).lastrowid
+                rowid = self._insert(tx, op, key, channel, thread_key, text, blocks)
         self.wake()
-        return int(rowid or 0)
+        return rowid
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection,
+        op: str,
+        key: str,
+        channel: str | None,
+        thread_key: str | None,
+        text: str,
+        blocks: list[dict[str, Any]] | None,
+    ) -> int:
+        blocks_json = json.dumps(blocks) if blocks is not None else None
+        if op == "update":
+            # Not tried yet: post the newest content in the first place.
+            folded = conn.execute(
+                "UPDATE outbox SET text = ?, blocks = ? WHERE key = ? AND op = 'post'"
+                " AND state = 'pending' AND attempts = 0 RETURNING id",
+                (text, blocks_json, key),
+            ).fetchone()
+            if folded is not None:
+                return int(folded[0])
+            conn.execute(
+                "UPDATE outbox SET state = 'superseded', sent_at = ? WHERE key = ?"
+                " AND op = 'update' AND state = 'pending'",
+                (iso(), key),
+            )
+        cur = conn.execute(
+            "INSERT INTO outbox (op, key, channel, thread_key, text, blocks, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (op, key, channel, thread_key, text, blocks_json, iso()),
+        )
+        return int(cur.lastrowid or 0)
 
     def wake(self) -> None:
         if self._wake is None or self._loop is None:
@@ -130,6 +164,10 @@ class Outbox:
         row = self.db.query_one("SELECT count(*) AS n FROM outbox WHERE state = 'pending'")
         return int(row["n"]) if row else 0
 
+    def failed(self) -> list[dict[str, Any]]:
+        """Rows given up on, with their error (for health checks and tests)."""
+        return self.db.query("SELECT * FROM outbox WHERE state = 'failed' ORDER BY id")
+
     # -- delivery ----------------------------------------------------------------------------
 
     async def deliver_due(self) -> int:
@@ -140,30 +178,20 @@ class Outbox:
         if now < self._paused_until:
             return 0
         rows = self.db.query("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 500")
-        latest_update: dict[str, int] = {}
-        for r in rows:
-            if r["op"] == "update":
-                latest_update[r["key"]] = r["id"]
         blocked_channels: set[str] = set()
         sent = 0
         for r in rows:
-            if r["op"] == "update" and latest_update.get(r["key"]) != r["id"]:
-                self._finish(r["id"], "superseded")
-                continue
             if r["not_before"] > now:
-                if r["op"] == "post" and r["channel"]:
-                    blocked_channels.add(r["channel"])
+                if r["op"] == "post" and r["channel"] and r["attempts"] < POISON_ATTEMPTS:
+                    blocked_channels.add(r["channel"])  # keep the channel's order
                 continue
             try:
                 done = await self._deliver(r, now, blocked_channels)
             except TransportRetry as exc:
-                backoff = min(MAX_BACKOFF, max(exc.after, 2.0 ** min(r["attempts"], 6)))
-                delay = exc.after if "rate limited" in str(exc) else backoff
-                delay += random.uniform(0, 0.1 * delay)
-                self._reschedule(r["id"], now + delay, str(exc))
-                self._paused_until = now + delay
-                log.warning("slack delivery deferred %.1fs: %s", delay, exc)
-                return sent
+                self._retry_later(r, exc)
+                if self.clock() < self._paused_until:
+                    return sent
+                continue
             except TransportError as exc:
                 log.error("slack delivery failed for %s %s: %s", r["op"], r["key"], exc)
                 self._finish(r["id"], "failed", str(exc))
@@ -173,20 +201,51 @@ class Outbox:
                 now = self.clock()
         return sent
 
+    def _retry_later(self, r: dict[str, Any], exc: TransportRetry) -> None:
+        now = self.clock()
+        age = now - parse_iso(r["created_at"]).timestamp()
+        if age > GIVE_UP_AFTER:
+            self._finish(r["id"], "failed", f"gave up after {int(age)}s: {exc}")
+            return
+        rate_limited = "rate limited" in str(exc) or "ratelimited" in str(exc)
+        if rate_limited:
+            delay = max(exc.after, 0.0)
+        else:
+            delay = min(MAX_BACKOFF, max(exc.after, 2.0 ** min(r["attempts"], 6)))
+        delay += random.uniform(0, 0.1 * delay)
+        self._reschedule(r["id"], now + delay, str(exc))
+        if rate_limited:
+            self._paused_until = now + delay  # Slack asked everyone to wait
+        elif r["attempts"] < POISON_ATTEMPTS:
+            self._paused_until = now + min(delay, 2.0)  # probably Slack itself: ease off
+        log.warning("slack delivery of %s %s deferred %.1fs: %s", r["op"], r["key"], delay, exc)
+
     async def _deliver(self, r: dict[str, Any], now: float, blocked: set[str]) -> bool:
-        assert self.transport is not None
-        blocks = json.loads(r["blocks"]) if r["blocks"] else None
         if r["op"] == "update":
-            target = self.message(r["key"])
-            if target is None:
-                return False  # its post has not been delivered yet
-            if now - self._last_update.get(r["key"], 0.0) < self.update_interval:
-                return False  # coalesce: a newer update may still replace this one
-            await self.transport.update(target["channel"], target["ts"], r["text"], blocks)
-            self._last_update[r["key"]] = self.clock()
-            self._finish(r["id"], "sent")
-            self._notify("update", r["key"])
-            return True
+            return await self._deliver_update(r, now)
+        return await self._deliver_post(r, now, blocked)
+
+    async def _deliver_update(self, r: dict[str, Any], now: float) -> bool:
+        assert self.transport is not None
+        target = self.message(r["key"])
+        if target is None:
+            gone = self._never_posted(r["key"])
+            if gone:
+                self._finish(r["id"], "failed", gone)
+            return False  # its post has not been delivered yet
+        if now - self._last_update.get(r["key"], 0.0) < self.update_interval:
+            return False  # coalesce: a newer update may still replace this one
+        row = self._claim(r["id"])
+        if row is None:
+            return False  # superseded while we were busy
+        await self.transport.update(target["channel"], target["ts"], row["text"], row["blocks"])
+        self._last_update[r["key"]] = self.clock()
+        self._finish(r["id"], "sent")
+        self._notify("update", r["key"])
+        return True
+
+    async def _deliver_post(self, r: dict[str, Any], now: float, blocked: set[str]) -> bool:
+        assert self.transport is not None
         channel = r["channel"]
         if self.message(r["key"]) is not None:
             self._finish(r["id"], "sent", "already posted")  # never post a key twice
@@ -197,22 +256,32 @@ class Outbox:
         if r["thread_key"]:
             parent = self.message(r["thread_key"])
             if parent is None:
+                gone = self._never_posted(r["thread_key"])
+                if gone:
+                    self._finish(r["id"], "failed", f"thread parent: {gone}")
+                    return False
                 blocked.add(channel)  # keep channel order: wait for the parent
                 return False
             thread_ts = parent["ts"]
         if now - self._last_post.get(channel, 0.0) < self.post_interval:
             blocked.add(channel)
             return False
-        with self.db.transaction() as tx:
-            tx.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (r["id"],))
-        ts = await self.transport.post(
-            channel,
-            r["text"],
-            blocks,
-            thread_ts=thread_ts,
-            metadata={"event_type": "stabilize_message", "event_payload": {"key": r["key"]}},
-        )
-        self._last_post[channel] = self.clock()
+        tried_before = r["attempts"] > 0
+        row = self._claim(r["id"])
+        if row is None:
+            return False
+        ts = None
+        if tried_before:
+            ts = await self._find_posted(channel, r["key"], thread_ts, r["created_at"])
+        if ts is None:
+            ts = await self.transport.post(
+                channel,
+                row["text"],
+                row["blocks"],
+                thread_ts=thread_ts,
+                metadata={"event_type": METADATA_EVENT, "event_payload": {"key": r["key"]}},
+            )
+            self._last_post[channel] = self.clock()
         with self.db.transaction() as tx:
             tx.execute(
                 "INSERT OR IGNORE INTO slack_messages (key, channel, ts, thread_ts, posted_at)"
@@ -224,6 +293,50 @@ class Outbox:
             )
         self._notify("post", r["key"])
         return True
+
+    async def _find_posted(
+        self, channel: str, key: str, thread_ts: str | None, created_at: str
+    ) -> str | None:
+        """The ``ts`` of an earlier attempt that reached Slack after all, if any."""
+        finder = getattr(self.transport, "find_posted", None)
+        if finder is None:
+            return None
+        oldest = parse_iso(created_at).timestamp() - 60
+        try:
+            ts = await finder(channel, key, thread_ts=thread_ts, oldest=oldest)
+        except TransportError as exc:
+            # e.g. missing_scope (channels:history): we cannot tell; posting is the lesser harm.
+            log.warning("cannot check whether %s was already posted: %s", key, exc)
+            return None
+        if ts:
+            log.info("%s was already posted (ts %s): recorded, not posted again", key, ts)
+        return str(ts) if ts else None
+
+    def _claim(self, row_id: int) -> dict[str, Any] | None:
+        """Count the attempt (committed before the call) and read the row's newest content."""
+        with self.db.transaction() as tx:
+            claimed = tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1 WHERE id = ? AND state = 'pending'"
+                " RETURNING text, blocks",
+                (row_id,),
+            ).fetchone()
+        if claimed is None:
+            return None
+        blocks = json.loads(claimed[1]) if claimed[1] else None
+        return {"text": claimed[0], "blocks": blocks}
+
+    def _never_posted(self, key: str) -> str | None:
+        """Why ``key`` will never exist in Slack (its post failed or was never queued)."""
+        row = self.db.query_one(
+            "SELECT state, error FROM outbox WHERE key = ? AND op = 'post'"
+            " ORDER BY id DESC LIMIT 1",
+            (key,),
+        )
+        if row is None:
+            return f"no message was ever queued under {key}"
+        if row["state"] == "failed":
+            return f"the post of {key} failed ({row['error']})"
+        return None
 
     def _notify(self, op: str, key: str) -> None:
         if self._on_delivered:
@@ -239,7 +352,7 @@ class Outbox:
     def _reschedule(self, row_id: int, not_before: float, error: str) -> None:
         with self.db.transaction() as tx:
             tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, error = ? WHERE id = ?",
+                "UPDATE outbox SET not_before = ?, error = ? WHERE id = ?",
                 (not_before, error, row_id),
             )
 
@@ -254,6 +367,7 @@ class Outbox:
                 raise
             except Exception:  # keep delivering whatever one row did
                 log.exception("outbox pass failed")
+            await asyncio.sleep(MIN_PASS)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=idle)

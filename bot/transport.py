@@ -98,9 +98,12 @@ class SlackTransport:
         self.client = client
         self._on_error = on_error  # callback(method, error) for metrics
 
-    async def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, method: str, *, _query: bool = False, **kwargs: Any) -> dict[str, Any]:
         try:
-            resp = await self.client.api_call(method, json=kwargs)
+            if _query:  # read methods take form/query arguments, not JSON
+                resp = await self.client.api_call(method, params=kwargs)
+            else:
+                resp = await self.client.api_call(method, json=kwargs)
         except SlackApiError as exc:
             resp_obj = exc.response
             status = resp_obj.status_code
@@ -153,6 +156,25 @@ class SlackTransport:
         if blocks is not None:
             args["blocks"] = blocks
         await self._call("chat.update", **args)
+
+    async def find_posted(
+        self, channel: str, key: str, *, thread_ts: str | None = None, oldest: float = 0
+    ) -> str | None:
+        """The ``ts`` of a message we posted under ``key`` (its ``metadata``), if Slack has one.
+
+        Used by the outbox after an attempt whose answer was lost, so that it never posts twice.
+        Needs the ``channels:history`` (or ``groups:history``) scope."""
+        args: dict[str, Any] = {"channel": channel, "limit": 200, "include_all_metadata": "true"}
+        if thread_ts:
+            data = await self._call("conversations.replies", _query=True, ts=thread_ts, **args)
+        else:
+            data = await self._call("conversations.history", _query=True, oldest=oldest, **args)
+        for message in data.get("messages") or []:
+            meta = message.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == "stabilize_message" and payload.get("key") == key:
+                return str(message.get("ts"))
+        return None
 
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None

@@ -1,7 +1,114 @@
-"""Intake route for agent alerts (owned by the alert-intake work; not implemented yet)."""
+"""``POST /alerts/agent``: alerts from ``stabilize agent`` (or any script that signs alike).
+
+Wire format (JSON): ``{"host", "kind", "severity", "summary", "details"?, "resolved"?}`` with
+``X-Stabilize-Timestamp: <unix seconds>`` and ``X-Stabilize-Signature: sha256=<hex>``, the
+HMAC-SHA256 of ``v1:<timestamp>:<body>`` keyed by ``STABILIZE_WEBHOOK_TOKEN``. Timestamps more
+than five minutes away from the bot's clock are refused. The incident key is (host, kind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
 
 from aiohttp import web
 
+from bot.config import HOST_NAME_RE
+from bot.errors import AuthError, InputError
+from bot.intake.common import handle_with, parse_json
+from bot.intake.model import SEVERITIES, Alert, clip
+from bot.services import Services
+
+SOURCE = "agent"
+WINDOW = 300  # seconds either side of now
+KINDS = (
+    "oom_kill",
+    "memory_pressure",
+    "swap_exhausted",
+    "cpu_high",
+    "disk_full",
+    "service_down",
+    "custom",
+)
+
 
 async def handle(request: web.Request) -> web.Response:
-    return web.json_response({"ok": False, "error": "not implemented yet"}, status=501)
+    return await handle_with(request, SOURCE, parse)
+
+
+def signature(key: str, timestamp: str, body: bytes) -> str:
+    base = b"v1:" + timestamp.encode() + b":" + body
+    return "sha256=" + hmac.new(key.encode(), base, hashlib.sha256).hexdigest()
+
+
+def check_signature(
+    services: Services,
+    timestamp: str | None,
+    sig: str | None,
+    body: bytes,
+    now: float | None = None,
+) -> None:
+    key = services.secrets.webhook_token
+    if not key:
+        raise AuthError("the bot has no STABILIZE_WEBHOOK_TOKEN set; set the agent's key there")
+    if not timestamp or not sig:
+        raise AuthError("missing X-Stabilize-Timestamp or X-Stabilize-Signature header")
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        raise AuthError("X-Stabilize-Timestamp must be unix seconds") from None
+    skew = (time.time() if now is None else now) - ts
+    if abs(skew) > WINDOW:
+        raise AuthError(
+            f"X-Stabilize-Timestamp is {abs(int(skew))}s off the bot's clock (limit {WINDOW}s);"
+            " check the agent host's clock"
+        )
+    expected = signature(key, timestamp, body)
+    if not hmac.compare_digest(sig.strip().encode(), expected.encode()):
+        raise AuthError("bad X-Stabilize-Signature (is the agent's key STABILIZE_WEBHOOK_TOKEN?)")
+
+
+async def parse(services: Services, request: web.Request, body: bytes) -> list[Alert]:
+    check_signature(
+        services,
+        request.headers.get("X-Stabilize-Timestamp"),
+        request.headers.get("X-Stabilize-Signature"),
+        body,
+    )
+    return [parse_payload(parse_json(body))]
+
+
+def parse_payload(payload: Any) -> Alert:
+    if not isinstance(payload, dict):
+        raise InputError('expected a JSON object {"host", "kind", "severity", "summary"}')
+    host = payload.get("host")
+    if not isinstance(host, str) or not HOST_NAME_RE.match(host):
+        raise InputError(f"'host' must be a host name (letters, digits, . _ -), got {host!r}")
+    kind = payload.get("kind")
+    if kind not in KINDS:
+        raise InputError(f"'kind' must be one of {', '.join(KINDS)}; got {kind!r}")
+    severity = payload.get("severity")
+    if severity not in SEVERITIES:
+        raise InputError(f"'severity' must be one of {', '.join(SEVERITIES)}; got {severity!r}")
+    summary = payload.get("summary", "")
+    if not isinstance(summary, str):
+        raise InputError("'summary' must be a string")
+    details = payload.get("details", {})
+    if details is None:
+        details = {}
+    if not isinstance(details, dict):
+        raise InputError("'details' must be an object")
+    resolved = payload.get("resolved", False)
+    if not isinstance(resolved, bool):
+        raise InputError("'resolved' must be true or false")
+    return Alert(
+        source=SOURCE,
+        host=host,
+        name=kind,
+        status="resolved" if resolved else "firing",
+        severity=severity,
+        summary=clip(summary or f"{kind} on {host}"),
+        details=details,
+    )
