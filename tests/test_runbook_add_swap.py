@@ -1,0 +1,143 @@
+"""add-swap against the real sshd: really on where swapon is permitted, idempotent, refused
+when the disk is too small, rolled back (no file, no fstab line) when swapon fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from runbook_fixtures import (
+    Progress,
+    actions,
+    active_swaps,
+    job,
+    make_services,
+    small_tmpfs,
+    swap_cleanup,
+    swapon_permitted,
+)
+
+from runbooks.engine import execute, lock_holder
+
+HOST = "prod-web-01"
+
+
+@pytest.fixture
+def services(sshd, settings_factory, tmp_path):
+    svc = make_services(settings_factory(hosts={HOST: sshd.host_config()}), tmp_path / "s.db")
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def fstab(tmp_path) -> Path:
+    path = tmp_path / "fstab"
+    path.write_text("UUID=abc / ext4 defaults 0 1\n")
+    return path
+
+
+@pytest.fixture
+def swapfile(tmp_path) -> Path:
+    """A path for a real 1G swap file on disk; swapped off and removed whatever happens."""
+    reason = swapon_permitted()
+    if reason:
+        pytest.skip(reason)
+    path = tmp_path / "swapfile"
+    try:
+        yield path
+    finally:
+        swap_cleanup(path)
+
+
+@pytest.mark.swap
+async def test_add_swap_turns_swap_on_then_a_second_run_changes_nothing(services, swapfile, fstab):
+    progress = Progress()
+    first = job("add-swap", HOST, size="1G", path=swapfile, fstab=fstab)
+    result = await execute(services, first, progress=progress)
+
+    assert result.ok, result.error
+    assert result.state == "succeeded"
+    assert str(swapfile) in active_swaps()
+    assert swapfile.stat().st_mode & 0o777 == 0o600
+    assert fstab.read_text().splitlines() == [
+        "UUID=abc / ext4 defaults 0 1",
+        f"{swapfile} none swap sw 0 0",
+    ]
+    assert [s.name for s in result.steps] == [
+        "preflight",
+        "allocate",
+        "chmod",
+        "mkswap",
+        "swapon",
+        "fstab",
+        "verify",
+    ]
+    assert "active" in result.summary
+    assert "▶ 4/7 mkswap…" in progress.lines
+    assert actions(services, first.request_id) == [
+        "execution.started",
+        *["execution.step"] * 7,
+        "execution.succeeded",
+    ]
+
+    again = job("add-swap", HOST, size="1G", path=swapfile, fstab=fstab)
+    second = await execute(services, again)
+    assert second.ok and second.state == "succeeded"
+    assert "nothing changed" in second.summary
+    assert [s.name for s in second.steps] == ["preflight"]
+    assert fstab.read_text().count(str(swapfile)) == 1  # never duplicated
+
+    other = await execute(services, job("add-swap", HOST, size="2G", path=swapfile, fstab=fstab))
+    assert other.state == "failed" and other.failed_step == "preflight"
+    assert "swapoff" in other.error and "another path=" in other.error
+    assert str(swapfile) in active_swaps()  # the refusal changed nothing
+    assert services.audit.verify().ok
+
+
+async def test_swapon_refused_by_the_filesystem_rolls_back_leaving_nothing(services, fstab):
+    # tmpfs holds the file fine, but the kernel will not swap to it: swapon fails for real.
+    with small_tmpfs("1200M") as folder:
+        path = folder / "swapfile"
+        progress = Progress()
+        request = job("add-swap", HOST, size="1G", path=path, fstab=fstab)
+        result = await execute(services, request, progress=progress)
+
+        assert result.state == "rolled_back"
+        assert result.failed_step == "swapon"
+        assert "swapon" in result.error
+        assert not path.exists()
+        assert str(path) not in active_swaps()
+        assert fstab.read_text() == "UUID=abc / ext4 defaults 0 1\n"
+        assert "rolled back" in result.summary
+        trail = services.audit.list(request_id=request.request_id)
+        assert trail[-1]["action"] == "execution.rolled_back"
+        assert any("rolling back" in line for line in progress.lines)
+
+
+async def test_disk_too_small_is_refused_before_anything_changes(services, fstab):
+    with small_tmpfs("64M") as folder:
+        path = folder / "swapfile"
+        result = await execute(services, job("add-swap", HOST, size="1G", path=path, fstab=fstab))
+
+        assert result.state == "failed"
+        assert result.failed_step == "preflight"
+        assert "not enough free disk" in result.error and "size + 10 %" in result.error
+        assert not path.exists()
+        assert fstab.read_text() == "UUID=abc / ext4 defaults 0 1\n"
+    assert lock_holder(services, HOST) is None
+
+
+async def test_a_file_that_is_not_ours_is_left_alone(services, tmp_path, fstab):
+    path = tmp_path / "swapfile"
+    path.write_text("somebody's data\n")
+    result = await execute(services, job("add-swap", HOST, size="1G", path=path, fstab=fstab))
+    assert result.state == "failed"
+    assert "already exists" in result.error and "not active swap" in result.error
+    assert path.read_text() == "somebody's data\n"
+
+
+async def test_a_missing_folder_names_the_fix(services, tmp_path, fstab):
+    path = tmp_path / "nope" / "swapfile"
+    result = await execute(services, job("add-swap", HOST, size="1G", path=path, fstab=fstab))
+    assert result.state == "failed"
+    assert "does not exist" in result.error and "path=" in result.error
