@@ -129,11 +129,25 @@ class SshServer:
         return self
 
     def stop(self) -> None:
-        """Stop the listener and every connection process it forked, by pid."""
+        """Stop every connection process the listener forked, then the listener, by pid.
+
+        Connections go first so the listener itself reaps them: killed after it, they would
+        linger as zombies until init collects them.
+        """
         proc = self.process
         if proc is None:
             return
+        # Per-connection processes call setsid(), so they are not in our process group.
         children = _children_of(proc.pid)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            wait_until(lambda: not _children_of(proc.pid), timeout=5)
+        except TimeoutError:
+            pass  # the listener goes next either way
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -141,12 +155,6 @@ class SshServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        # Per-connection processes call setsid(), so they are not in our process group.
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         self.process = None
 
     # -- for tests -----------------------------------------------------------------------
