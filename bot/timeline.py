@@ -176,6 +176,11 @@ def _findings(detail: dict[str, Any]) -> str:
     return "; ".join(titles)
 
 
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def describe(row: dict[str, Any], detail: dict[str, Any] | None = None) -> str:
     """One line saying what happened in this row, for people."""
     d = detail if detail is not None else detail_of(row)
@@ -186,12 +191,14 @@ def describe(row: dict[str, Any], detail: dict[str, Any] | None = None) -> str:
         name = _first(d, "alertname", "alarm", "alarm_name", "name", "kind", "title")
         summary = _first(d, "summary", "reason", "description")
         source = _first(d, "source")
+        status = _first(d, "status")
         text = "alert" + (f" {name}" if name else "") + (f" from {source}" if source else "")
+        text += f" ({status})" if status and status != "firing" else ""
         if action == "alert.deduplicated":
             text = "repeat " + text
         return text + (f": {summary}" if summary else "")
     if action == "incident.opened":
-        title = _first(d, "title", "summary", "alertname")
+        title = _first(d, "title", "summary", "alarm", "alertname")
         return "incident opened" + (f": {title}" if title else "")
     if action == "incident.resolved":
         return "incident resolved" + (f" ({d['reason']})" if d.get("reason") else "")
@@ -212,12 +219,20 @@ def describe(row: dict[str, Any], detail: dict[str, Any] | None = None) -> str:
     if action == "execution.started":
         return f"{runbook} started{_params(d)}"
     if action == "execution.step":
-        n = _first(d, "step", "n", "index")
-        name = _first(d, "name", "title", "description", "command", "action")
+        n = next((d[k] for k in ("n", "step", "index") if isinstance(d.get(k), int)), None)
+        name = _first(d, "name", "title", "description")
+        if name is None and isinstance(d.get("step"), str):
+            name = d["step"]
         status = _first(d, "status", "result", "state")
+        if status is None and isinstance(d.get("ok"), bool):
+            status = "ok" if d["ok"] else "failed"
+        output = d.get("output")
         text = f"step {n}" if n is not None else "step"
         text += f": {name}" if name else ""
-        return text + (f" — {status}" if status else "")
+        text += f" — {status}" if status else ""
+        if isinstance(output, str) and output.strip():
+            text += f" ({_clip(output.strip(), 80)})"
+        return text
     if action == "execution.succeeded":
         return f"{runbook} succeeded" + (f": {d['summary']}" if d.get("summary") else "")
     if action in ("execution.failed", "execution.rolled_back", "execution.interrupted"):

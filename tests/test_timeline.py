@@ -61,7 +61,7 @@ RECORDED = [
             "runbook": "resize-instance",
             "request_id": "R-7",
             "incident_id": None,
-            "detail": {"step": 1, "name": "snapshot volumes"},
+            "detail": {"n": 1, "step": "snapshot volumes", "ok": True, "output": "snap-1 done"},
         },
     ),
     (
@@ -72,7 +72,7 @@ RECORDED = [
             "runbook": "resize-instance",
             "request_id": "R-7",
             "incident_id": None,
-            "detail": {"step": 2, "name": "stop instance", "duration": 95.0},
+            "detail": {"n": 2, "step": "stop instance", "ok": True, "duration": 95.0},
         },
     ),
     (
