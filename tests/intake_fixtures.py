@@ -125,3 +125,130 @@ async def until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -
 def top_level(slack_api: Any, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
     """Top-level messages in ``channel`` (thread replies left out)."""
     return [m for m in slack_api.messages(channel) if m.get("thread_ts") in (None, m["ts"])]
+
+
+# -- SNS: a test signing key, its certificate served on 127.0.0.1 -----------------------------
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:alarms"
+
+
+class SnsSigner:
+    """Signs SNS messages as AWS does (v1 SHA1-RSA, v2 SHA256-RSA) with a test key."""
+
+    def __init__(self) -> None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.test.invalid")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+        self.base_url = ""  # set by the cert server fixture
+        self._n = 0
+
+    @property
+    def cert_url(self) -> str:
+        return f"{self.base_url}/SimpleNotificationService-test.pem"
+
+    def sign(
+        self,
+        message: dict[str, Any],
+        *,
+        version: str = "1",
+        key: Any = None,
+        cert_url: str | None = None,
+    ) -> dict[str, Any]:
+        import base64
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        from bot.intake.sns import string_to_sign
+
+        signed = {**message, "SignatureVersion": version}
+        signed["SigningCertURL"] = cert_url or self.cert_url
+        algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
+        signature = (key or self.key).sign(string_to_sign(signed), padding.PKCS1v15(), algorithm)
+        signed["Signature"] = base64.b64encode(signature).decode()
+        return signed
+
+    def notification(
+        self, alarm: dict[str, Any], *, subject: str | None = "ALARM", topic: str = TOPIC
+    ) -> dict[str, Any]:
+        self._n += 1
+        message: dict[str, Any] = {
+            "Type": "Notification",
+            "MessageId": f"5f1b2c3d-0000-4000-8000-{self._n:012d}",
+            "TopicArn": topic,
+            "Message": json.dumps(alarm),
+            "Timestamp": "2026-12-04T20:30:12.400Z",
+            "UnsubscribeURL": f"{self.base_url}/unsubscribe?SubscriptionArn={topic}:1",
+        }
+        if subject is not None:
+            message["Subject"] = subject
+        return message
+
+    def subscription(self, *, subscribe_url: str | None = None) -> dict[str, Any]:
+        token = "2336412f37fb687f5d51e6e2425c464de12884217c5a6e2bd7d5d5ad"
+        return {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+            "Token": token,
+            "TopicArn": TOPIC,
+            "Message": f"You have chosen to subscribe to the topic {TOPIC}.",
+            "SubscribeURL": subscribe_url or f"{self.base_url}/confirm?Token={token}",
+            "Timestamp": "2026-12-04T20:00:00.000Z",
+        }
+
+
+@dataclass
+class CertServer:
+    signer: SnsSigner
+    hits: list[str] = field(default_factory=list)
+
+    def count(self, prefix: str) -> int:
+        return sum(1 for path in self.hits if path.startswith(prefix))
+
+
+@pytest.fixture(scope="session")
+def _sns_keys() -> SnsSigner:
+    return SnsSigner()  # RSA key generation is the slow part: once per session
+
+
+@pytest.fixture
+async def sns_cert_server(_sns_keys: SnsSigner) -> AsyncIterator[CertServer]:
+    """Serves the test certificate and a SubscribeURL on 127.0.0.1, recording each GET."""
+    server = CertServer(_sns_keys)
+
+    async def serve(request: web.Request) -> web.Response:
+        server.hits.append(request.path_qs)
+        if request.path.endswith(".pem"):
+            return web.Response(body=_sns_keys.cert_pem, content_type="application/x-pem-file")
+        return web.Response(text="<ConfirmSubscriptionResponse/>", content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    _sns_keys.base_url = f"http://127.0.0.1:{port}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()

@@ -204,7 +204,10 @@ async def confirm_subscription(services: Services, message: dict[str, Any]) -> N
 
 
 async def alerts_from_notification(services: Services, message: dict[str, Any]) -> list[Alert]:
-    alarm = parse_json(message["Message"].encode("utf-8"))
+    try:
+        alarm = json.loads(message["Message"])
+    except ValueError:
+        raise InputError("the SNS Message is not a CloudWatch alarm (not JSON)") from None
     if not isinstance(alarm, dict) or not isinstance(alarm.get("AlarmName"), str):
         raise InputError("the SNS Message is not a CloudWatch alarm (no AlarmName)")
     state = alarm.get("NewStateValue")
