@@ -272,7 +272,7 @@ class Outbox:
             return False
         ts = None
         if tried_before:
-            ts = await self._find_posted(channel, r["key"], thread_ts, r["created_at"])
+            ts = await self._find_posted(channel, r["key"], thread_ts)
         if ts is None:
             ts = await self.transport.post(
                 channel,
@@ -294,16 +294,13 @@ class Outbox:
         self._notify("post", r["key"])
         return True
 
-    async def _find_posted(
-        self, channel: str, key: str, thread_ts: str | None, created_at: str
-    ) -> str | None:
+    async def _find_posted(self, channel: str, key: str, thread_ts: str | None) -> str | None:
         """The ``ts`` of an earlier attempt that reached Slack after all, if any."""
         finder = getattr(self.transport, "find_posted", None)
         if finder is None:
             return None
-        oldest = parse_iso(created_at).timestamp() - 60
         try:
-            ts = await finder(channel, key, thread_ts=thread_ts, oldest=oldest)
+            ts = await finder(channel, key, thread_ts=thread_ts)
         except TransportError as exc:
             # e.g. missing_scope (channels:history): we cannot tell; posting is the lesser harm.
             log.warning("cannot check whether %s was already posted: %s", key, exc)

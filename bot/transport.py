@@ -158,17 +158,18 @@ class SlackTransport:
         await self._call("chat.update", **args)
 
     async def find_posted(
-        self, channel: str, key: str, *, thread_ts: str | None = None, oldest: float = 0
+        self, channel: str, key: str, *, thread_ts: str | None = None
     ) -> str | None:
         """The ``ts`` of a message we posted under ``key`` (its ``metadata``), if Slack has one.
 
         Used by the outbox after an attempt whose answer was lost, so that it never posts twice.
+        Looks at the newest 200 messages (the lost one is recent: we post ≤ 1/s per channel).
         Needs the ``channels:history`` (or ``groups:history``) scope."""
         args: dict[str, Any] = {"channel": channel, "limit": 200, "include_all_metadata": "true"}
         if thread_ts:
             data = await self._call("conversations.replies", _query=True, ts=thread_ts, **args)
         else:
-            data = await self._call("conversations.history", _query=True, oldest=oldest, **args)
+            data = await self._call("conversations.history", _query=True, **args)
         for message in data.get("messages") or []:
             meta = message.get("metadata") or {}
             payload = meta.get("event_payload") or {}
