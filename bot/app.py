@@ -1,16 +1,295 @@
-"""The Bolt AsyncApp and its listeners (owned by the Slack-surface work; not implemented yet)."""
+"""The Slack surface: the Bolt ``AsyncApp``, its listeners, and the aiohttp handler of
+``POST /slack/events`` (plus Socket Mode for ``stabilize serve --socket-mode``).
+
+The handler checks Slack's signature itself before Bolt sees the request, so that every
+refusal is a one-line 401 *and* an ``auth.rejected`` audit row; malformed bodies are a
+one-line 400 and ``input.rejected``. Then Bolt acks within Slack's 3 s with a short reply
+and the work continues after the ack (``Reply.followup`` in a task).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import approvals, runs
+from bot.errors import ConfigError
 from bot.services import Services
+from commands.actions import handle_action
+from commands.reply import Blocks, Reply, Responder
+from commands.slash import handle_command
+
+log = logging.getLogger("stabilize.slack")
+
+SIGNATURE_WINDOW = 300  # seconds; Slack's own rule
+ROUTE = "/slack/events"
+_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,31}$")
+
+
+class _QuietClientWarning(logging.Filter):
+    """Bolt warns that the token is unused when a client is given; that is on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be unused" not in record.getMessage()
+
+
+def create_app(
+    services: Services,
+    *,
+    client: AsyncWebClient | None = None,
+    signing_secret: str | None = None,
+) -> AsyncApp:
+    """A Bolt AsyncApp wired to ``services`` (no side effects until it handles a request)."""
+    secrets = services.secrets
+    if client is None:
+        if not secrets.slack_bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN is not set (export the bot token, xoxb-…)")
+        client = AsyncWebClient(
+            token=secrets.slack_bot_token, base_url=secrets.slack_api_url, timeout=10
+        )
+    secret = signing_secret or secrets.slack_signing_secret
+    if not secret:
+        raise ConfigError(
+            "SLACK_SIGNING_SECRET is not set (copy it from your Slack app's Basic Information page)"
+        )
+    if not any(isinstance(f, _QuietClientWarning) for f in log.filters):
+        log.addFilter(_QuietClientWarning())
+    app = AsyncApp(
+        client=client,
+        signing_secret=secret,
+        process_before_response=False,
+        logger=log,
+        name="stabilize",
+    )
+    register_listeners(app, services)
+    return app
+
+
+def register_listeners(app: AsyncApp, services: Services) -> None:
+    """The slash command and every button, each delegating to the transport-agnostic cores."""
+
+    @app.command(re.compile(r"^/"))
+    async def on_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
+        user = str(command.get("user_id", ""))
+        channel = str(command.get("channel_id", ""))
+        try:
+            reply = handle_command(
+                services, user=user, channel=channel, text=str(command.get("text", ""))
+            )
+        except Exception:
+            log.exception("slash command failed")
+            reply = Reply(text="Something went wrong; the server log has the details.")
+        await ack(text=reply.text, blocks=reply.blocks, response_type="ephemeral")
+        if reply.followup is not None:
+            runs.spawn(reply.followup(_responder(services, respond, channel, user)))
+
+    @app.action(re.compile(r".+"))
+    async def on_action(
+        ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        channel = str(
+            (body.get("channel") or {}).get("id")
+            or (body.get("container") or {}).get("channel_id")
+            or ""
+        )
+        try:
+            reply = handle_action(
+                services,
+                user=user,
+                channel=channel,
+                action_id=str(action.get("action_id", "")),
+                value=str(action.get("value", "")),
+            )
+        except Exception:
+            log.exception("button click failed")
+            reply = Reply(text="Something went wrong; the server log has the details.")
+        send = _responder(services, respond, channel, user)
+        if reply.update is not None:
+            await send(*reply.update, replace_original=True)
+        if reply.text:
+            await send(reply.text, reply.blocks)
+        if reply.followup is not None:
+            runs.spawn(reply.followup(send))
+
+
+def _responder(services: Services, respond: Any, channel: str, user: str) -> Responder:
+    """Bolt's ``respond`` (the response_url) with a chat.postEphemeral fallback."""
+
+    async def send(
+        text: str, blocks: Blocks | None = None, *, replace_original: bool = False
+    ) -> None:
+        try:
+            if replace_original:
+                await respond(text=text, blocks=blocks, replace_original=True)
+            else:
+                await respond(
+                    text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+                )
+            return
+        except Exception as exc:
+            services.metrics.slack_errors.labels("response_url", type(exc).__name__).inc()
+            log.warning("response_url failed: %s", exc)
+        if replace_original or services.transport is None or not channel or not user:
+            return  # the outbox updates the message itself
+        try:
+            await services.transport.ephemeral(channel, user, text, blocks)
+        except Exception as exc:
+            log.warning("chat.postEphemeral failed: %s", exc)
+
+    return send
+
+
+# -- the aiohttp handler ----------------------------------------------------------------------
+
+
+def _refuse(
+    services: Services, request: web.Request, status: int, action: str, reason: str
+) -> web.Response:
+    services.audit.append(
+        "system",
+        action,
+        detail={"route": ROUTE, "reason": reason, "remote": request.remote or ""},
+    )
+    return web.Response(status=status, text=reason + "\n", content_type="text/plain")
+
+
+def _check_signature(secret: str, body: bytes, headers: Any) -> str | None:
+    """Why the request is not Slack's (None when it is)."""
+    timestamp = headers.get("X-Slack-Request-Timestamp")
+    signature = headers.get("X-Slack-Signature")
+    if not timestamp or not signature:
+        return "missing Slack signature headers (X-Slack-Request-Timestamp, X-Slack-Signature)"
+    try:
+        age = abs(time.time() - int(timestamp))
+    except ValueError:
+        return "malformed X-Slack-Request-Timestamp"
+    if age > SIGNATURE_WINDOW:
+        return "stale request: timestamp is more than 5 minutes off (check the server clock)"
+    if not SignatureVerifier(secret).is_valid(body, timestamp, signature):
+        return "invalid Slack signature (check SLACK_SIGNING_SECRET)"
+    return None
+
+
+def classify(body: str, content_type: str) -> tuple[str, dict[str, Any]]:
+    """``(kind, data)`` of a Slack request: command, action, interaction or event.
+
+    Raises ValueError with a one-line reason for anything else.
+    """
+    if content_type == "application/json":
+        data = json.loads(body)
+        if not isinstance(data, dict) or "type" not in data:
+            raise ValueError("JSON body is not a Slack event")
+        return "event", data
+    if content_type not in ("application/x-www-form-urlencoded", ""):
+        raise ValueError(f"unsupported content type {content_type!r}")
+    fields = parse_qs(body, keep_blank_values=True, strict_parsing=bool(body))
+    form = {k: v[0] for k, v in fields.items()}
+    if "payload" in form:
+        try:
+            payload = json.loads(form["payload"])
+        except ValueError:
+            raise ValueError("malformed payload JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+            raise ValueError("payload JSON is not a Slack interaction")
+        user = (
+            (payload.get("user") or {}).get("id") if isinstance(payload.get("user"), dict) else None
+        )
+        if not isinstance(user, str) or not _USER_RE.match(user):
+            raise ValueError("payload has no valid user id")
+        kind = "action" if payload["type"] == "block_actions" else "interaction"
+        return kind, payload
+    if "command" in form:
+        if not _USER_RE.match(form.get("user_id", "")):
+            raise ValueError("slash command has no valid user_id")
+        return "command", form
+    raise ValueError("not a Slack slash command or interaction (no 'command' or 'payload')")
 
 
 def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response({"ok": False, "error": "not implemented yet"}, status=501)
+    """The aiohttp handler of ``POST /slack/events``; the Bolt app is built on first use."""
+    state: dict[str, AsyncApp] = {}
 
+    async def handler(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        raw = await request.read()
+        secret = services.secrets.slack_signing_secret
+        if not secret:
+            return _refuse(
+                services,
+                request,
+                401,
+                "auth.rejected",
+                "SLACK_SIGNING_SECRET is not set on the server",
+            )
+        why = _check_signature(secret, raw, request.headers)
+        if why:
+            return _refuse(services, request, 401, "auth.rejected", why)
+        try:
+            body = raw.decode("utf-8")
+            kind, data = classify(body, request.content_type)
+        except (UnicodeDecodeError, ValueError) as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else "body is not UTF-8"
+            reason = reason.splitlines()[0][:200]
+            if isinstance(exc, json.JSONDecodeError):
+                reason = "malformed JSON body"
+            return _refuse(services, request, 400, "input.rejected", reason)
+        trigger = data.get("trigger_id")
+        if (
+            kind in ("command", "action")
+            and trigger
+            and approvals.seen_delivery(services, f"trigger:{trigger}")
+        ):
+            # A retry (X-Slack-Retry-Num) or a replay of something already handled.
+            services.metrics.acks.labels(kind).observe(time.perf_counter() - started)
+            return web.Response(status=200, text="")
+        app = state.get("app")
+        if app is None:
+            try:
+                app = state["app"] = create_app(services)
+            except ConfigError as exc:
+                return web.Response(status=503, text=f"{exc}\n", content_type="text/plain")
+        bolt_response = await app.async_dispatch(
+            AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers))
+        )
+        if bolt_response.status >= 500:
+            log.error("Bolt answered %s for a %s", bolt_response.status, kind)
+            response = web.Response(status=400, text="request could not be processed\n")
+        elif bolt_response.status == 404 and kind == "event":
+            response = web.Response(status=200, text="")  # an event we do not subscribe to
+        else:
+            response = await to_aiohttp_response(bolt_response)
+        services.metrics.acks.labels(kind).observe(time.perf_counter() - started)
+        return response
+
+    return handler
+
+
+# -- Socket Mode -----------------------------------------------------------------------------
+
+
+async def run_socket_mode(services: Services) -> Any:
+    """Connect the same Bolt app over Socket Mode (``SLACK_APP_TOKEN``); returns the handler
+    (``await handler.close_async()`` to disconnect)."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    token = services.secrets.slack_app_token
+    if not token:
+        raise ConfigError("--socket-mode needs SLACK_APP_TOKEN (an app-level token, xapp-…)")
+    app = create_app(services)
+    handler = AsyncSocketModeHandler(app, token)
+    await handler.connect_async()
     return handler

@@ -110,7 +110,9 @@ async def _stop_background(app: web.Application) -> None:
 def background_jobs() -> list[Callable[[Services], Coroutine[Any, Any, None]]]:
     """Long-running jobs of a serving bot. Modules add theirs here (one line each)."""
 
+    from bot.runs import housekeeping as approvals_housekeeping
+
     async def outbox_worker(services: Services) -> None:
         await services.outbox.run()
 
-    return [outbox_worker]
+    return [outbox_worker, approvals_housekeeping]
