@@ -141,9 +141,12 @@ class AuditLog:
         self._secrets = tuple(s for s in secrets if s and len(s) >= 4)
 
     def _scrub(self, text: str) -> str:
+        # ``text`` is JSON: a secret with a quote, backslash or control character appears in
+        # it escaped, so look for that form too.
         for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
+            for form in (secret, json.dumps(secret, ensure_ascii=False)[1:-1]):
+                if form in text:
+                    text = text.replace(form, "***")
         return text
 
     def append(

@@ -377,3 +377,13 @@ def test_the_documented_by_hand_check_agrees_with_verify(audit, tmp_db, tmp_path
     altered = check()
     assert altered.returncode == 1
     assert "event 1" in altered.stdout
+
+
+def test_a_secret_with_json_special_characters_is_scrubbed_too(tmp_db):
+    secret = 'webhook"token\\with\tspecials'
+    log = AuditLog(tmp_db, secrets=[secret])
+    log.append("system", "auth.rejected", detail={"header": f"Bearer {secret}"})
+    [row] = rows(tmp_db)
+    assert "webhook" not in row["detail"]
+    assert json.loads(row["detail"]) == {"header": "Bearer ***"}
+    assert log.verify().ok
