@@ -100,30 +100,37 @@ def register_listeners(app: AsyncApp, services: Services) -> None:
         ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
     ) -> None:
         await ack()
-        user = str((body.get("user") or {}).get("id", ""))
-        channel = str(
-            (body.get("channel") or {}).get("id")
-            or (body.get("container") or {}).get("channel_id")
-            or ""
+        # The rest is a tracked task, so shutdown and tests can wait for it to finish.
+        runs.spawn(_after_click(services, body, action, respond))
+
+
+async def _after_click(
+    services: Services, body: dict[str, Any], action: dict[str, Any], respond: Any
+) -> None:
+    user = str((body.get("user") or {}).get("id", ""))
+    channel = str(
+        (body.get("channel") or {}).get("id")
+        or (body.get("container") or {}).get("channel_id")
+        or ""
+    )
+    try:
+        reply = handle_action(
+            services,
+            user=user,
+            channel=channel,
+            action_id=str(action.get("action_id", "")),
+            value=str(action.get("value", "")),
         )
-        try:
-            reply = handle_action(
-                services,
-                user=user,
-                channel=channel,
-                action_id=str(action.get("action_id", "")),
-                value=str(action.get("value", "")),
-            )
-        except Exception:
-            log.exception("button click failed")
-            reply = Reply(text="Something went wrong; the server log has the details.")
-        send = _responder(services, respond, channel, user)
-        if reply.update is not None:
-            await send(*reply.update, replace_original=True)
-        if reply.text:
-            await send(reply.text, reply.blocks)
-        if reply.followup is not None:
-            runs.spawn(reply.followup(send))
+    except Exception:
+        log.exception("button click failed")
+        reply = Reply(text="Something went wrong; the server log has the details.")
+    send = _responder(services, respond, channel, user)
+    if reply.update is not None:  # first: the buttons go away at once
+        await send(*reply.update, replace_original=True)
+    if reply.text:
+        await send(reply.text, reply.blocks)
+    if reply.followup is not None:
+        await reply.followup(send)
 
 
 def _responder(services: Services, respond: Any, channel: str, user: str) -> Responder:

@@ -202,7 +202,11 @@ class SlackBot:
 
     def thread(self, request_id: str) -> list[str]:
         parent = self.message(request_id)["ts"]
-        return [m["text"] for m in self.api.messages("C0ALERTS") if m.get("thread_ts") == parent]
+        return [
+            m["text"]
+            for m in self.api.messages("C0ALERTS")
+            if m.get("thread_ts") == parent and m["ts"] != parent
+        ]
 
     def ephemeral_replies(self) -> list[str]:
         """Ephemeral lines sent through response URLs (not message replacements)."""
