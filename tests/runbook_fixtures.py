@@ -123,3 +123,42 @@ def small_tmpfs(size: str) -> Iterator[Path]:
             swap_cleanup(child)
         subprocess.run(["umount", str(folder)], capture_output=True)
         folder.rmdir()
+
+
+# -- a runbook whose second step blocks (for kill -9 tests) --------------------------------
+
+
+def _blocking_runbook(seconds: float) -> Any:
+    import time
+
+    from runbooks.model import PlanStep, Runbook, Step
+
+    def steps(ctx: Any) -> list[Step]:
+        return [
+            Step("prepare", lambda c: "ready", changes=False),
+            Step("block", lambda c: time.sleep(seconds) or "woke up"),
+        ]
+
+    return Runbook(
+        name="test-block",
+        description="test only: a step that sleeps",
+        risk="low",
+        target="shell",
+        params=(),
+        plan=lambda target, params: [PlanStep("block", "note", f"sleep {seconds}s")],
+        steps=steps,
+        verify=lambda ctx: "verified",
+        rollback=lambda ctx: "undone",
+    )
+
+
+def register_blocking_runbook(monkeypatch: Any | None = None, seconds: float = 600) -> str:
+    """Add ``test-block`` to the engine's registry (via monkeypatch when given)."""
+    from runbooks.engine import RUNBOOKS
+
+    runbook = _blocking_runbook(seconds)
+    if monkeypatch is not None:
+        monkeypatch.setitem(RUNBOOKS, runbook.name, runbook)
+    else:
+        RUNBOOKS[runbook.name] = runbook
+    return runbook.name
