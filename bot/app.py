@@ -174,7 +174,7 @@ def _refuse(
     return web.Response(status=status, text=reason + "\n", content_type="text/plain")
 
 
-def _check_signature(secret: str, body: bytes, headers: Any) -> str | None:
+def _check_signature(secret: str, body: str, headers: Any) -> str | None:
     """Why the request is not Slack's (None when it is)."""
     timestamp = headers.get("X-Slack-Request-Timestamp")
     signature = headers.get("X-Slack-Signature")
@@ -242,18 +242,18 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
                 "auth.rejected",
                 "SLACK_SIGNING_SECRET is not set on the server",
             )
-        why = _check_signature(secret, raw, request.headers)
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:  # Slack always sends UTF-8; nothing to verify here
+            return _refuse(services, request, 400, "input.rejected", "body is not UTF-8")
+        why = _check_signature(secret, body, request.headers)
         if why:
             return _refuse(services, request, 401, "auth.rejected", why)
         try:
-            body = raw.decode("utf-8")
             kind, data = classify(body, request.content_type)
-        except (UnicodeDecodeError, ValueError) as exc:
-            reason = str(exc) if isinstance(exc, ValueError) else "body is not UTF-8"
-            reason = reason.splitlines()[0][:200]
-            if isinstance(exc, json.JSONDecodeError):
-                reason = "malformed JSON body"
-            return _refuse(services, request, 400, "input.rejected", reason)
+        except ValueError as exc:
+            reason = "malformed JSON body" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            return _refuse(services, request, 400, "input.rejected", reason.splitlines()[0][:200])
         trigger = data.get("trigger_id")
         if (
             kind in ("command", "action")
@@ -275,8 +275,8 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
         if bolt_response.status >= 500:
             log.error("Bolt answered %s for a %s", bolt_response.status, kind)
             response = web.Response(status=400, text="request could not be processed\n")
-        elif bolt_response.status == 404 and kind == "event":
-            response = web.Response(status=200, text="")  # an event we do not subscribe to
+        elif bolt_response.status == 404:
+            response = web.Response(status=200, text="")  # nothing of ours: ack and move on
         else:
             response = await to_aiohttp_response(bolt_response)
         services.metrics.acks.labels(kind).observe(time.perf_counter() - started)
