@@ -121,7 +121,7 @@ def parse_ps(text: str) -> list[Process]:
 
 def parse_df(text: str) -> Disk:
     lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) < 2 or "Available" not in lines[0]:
+    if len(lines) < 2 or not lines[0].startswith("Filesystem"):
         raise Garbled("no df header")
     # Parse from the right: the filesystem name may contain spaces.
     parts = " ".join(lines[1:]).split()

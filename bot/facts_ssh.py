@@ -13,6 +13,7 @@ import logging
 import shlex
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,7 +175,17 @@ class SshRunner:
         )
 
     def _blocking(self, command: str, conn: Any, opened: threading.Event) -> RunResult:
-        conn.open()
+        started = time.monotonic()
+        try:
+            conn.open()
+        except Exception as exc:
+            # A silent peer surfaces as "banner" or "No existing session" errors after the
+            # banner timeout: what the user needs to hear is that the handshake timed out.
+            if time.monotonic() - started >= self.connect_timeout * 0.9 and not isinstance(
+                exc, ConnectionRefusedError
+            ):
+                raise GatherError("timeout", self._timeout_text()) from exc
+            raise
         opened.set()
         result = conn.run(command, hide=True, warn=True, timeout=self.command_timeout)
         return RunResult(result.stdout, result.exited if result.exited is not None else -1)
