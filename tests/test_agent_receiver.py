@@ -164,7 +164,7 @@ def validate(body: Any) -> str | None:
 
 
 def is_hello(alert: dict[str, Any]) -> bool:
-    return alert["kind"] == "custom" and "stabilize agent started" in alert["summary"]
+    return alert["kind"] == "custom" and alert["details"].get("hello") is True
 
 
 # -- running the agent -------------------------------------------------------------------

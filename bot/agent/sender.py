@@ -119,18 +119,21 @@ def explain(config: AgentConfig, outcome: Outcome) -> str:
 
 
 def check_endpoint(config: AgentConfig, watching: list[str], spooled: int) -> Outcome:
-    """Try the endpoint once at start with a signed ``custom``/``info`` hello, so a wrong key
-    or URL is a clear error now rather than silence later. It is not spooled."""
+    """Try the endpoint once at start, so a wrong key or URL is a clear error now rather
+    than silence later. The hello is a signed ``custom``/``info`` alert that is already
+    ``resolved``: the bot verifies and records it, and opens no incident. It is not spooled."""
     hello = {
         "host": config.host,
         "kind": "custom",
         "severity": "info",
         "summary": f"stabilize agent started on {config.host}",
         "details": {
+            "hello": True,
             "agent": f"stabilize-agent/{__version__}",
             "watching": watching,
             "spooled": spooled,
         },
+        "resolved": True,
     }
     outcome = post(config, json.dumps(hello, separators=(",", ":")).encode())
     if outcome.ok:
