@@ -179,9 +179,10 @@ async def execute(
     )
     try:
         rb = get_runbook(job.runbook)
-        params = validate(
-            services, job.runbook, job.host, {k: str(v) for k, v in job.params.items()}
-        )
+        raw = {k: str(v) for k, v in job.params.items()}
+        # Re-checked right before the run (the target may have changed since the approval);
+        # in a thread, because the checks may call the AWS API.
+        params = await asyncio.to_thread(validate, services, job.runbook, job.host, raw)
         steps_plan = plan(services, job.runbook, job.host, params)
     except InputError as exc:
         result.error = str(exc)
