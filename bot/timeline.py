@@ -304,16 +304,17 @@ def to_table(t: Timeline) -> Any:
     for label, value in summary_lines(t):
         head.add_row(label, value)
     table = Table(title=f"Incident {t.incident_id} on {t.host or '?'}", title_justify="left")
-    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("UTC", no_wrap=True)
     table.add_column("since alert", no_wrap=True, justify="right")
     table.add_column("who", no_wrap=True)
     table.add_column("event", no_wrap=True)
-    table.add_column("what")
+    table.add_column("what", min_width=30, ratio=1, overflow="fold")
     table.add_column("took", justify="right", no_wrap=True)
     for e in t.entries:
         style = "red" if e.action in END_ACTIONS[1:] else None
         if e.action == "execution.succeeded":
             style = "green"
         took = format_duration(e.duration) if e.duration is not None else ""
-        table.add_row(_clock(e.ts), _offset(t, e.ts), e.actor, e.action, e.what, took, style=style)
+        when = e.ts.strftime("%H:%M:%S")  # the date is in the summary
+        table.add_row(when, _offset(t, e.ts), e.actor, e.action, e.what, took, style=style)
     return Group(table, head)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -121,6 +122,30 @@ def render_blocks(text: str, blocks: list[dict[str, Any]] | None) -> tuple[str, 
     return "\n".join(line for line in lines if line), buttons
 
 
+# Slack's short codes the bot uses, as the terminal can show them.
+_EMOJI = {
+    ":red_circle:": "🔴",
+    ":large_orange_circle:": "🟠",
+    ":large_yellow_circle:": "🟡",
+    ":large_green_circle:": "🟢",
+    ":white_check_mark:": "✅",
+    ":x:": "❌",
+    ":gear:": "⚙",
+    ":hourglass_flowing_sand:": "⏳",
+    ":no_entry:": "⛔",
+    ":memo:": "📝",
+    ":warning:": "⚠",
+    ":leftwards_arrow_with_hook:": "↩",
+}
+
+
+def _plain(text: str) -> str:
+    """Slack mrkdwn as terminal text: entities decoded, known emoji shown."""
+    for code, char in _EMOJI.items():
+        text = text.replace(code, char)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 class DemoTerminal:
     """A ``Transport`` that prints to the terminal and numbers every button it shows."""
 
@@ -132,6 +157,11 @@ class DemoTerminal:
 
     def _show(self, title: str, text: str, blocks: list[dict] | None, style: str) -> list:
         body, buttons = render_blocks(text, blocks)
+        body = _plain(body)
+        if not buttons and "\n" not in body.strip() and len(body) < 200:
+            # Progress lines in a thread: one line each, not a box each.
+            self.console.print(Text(f"  ↳ {body.strip()}", style="dim" if "▶" in body else ""))
+            return []
         shown = Text(body)
         numbered = []
         for button in buttons:
@@ -141,6 +171,14 @@ class DemoTerminal:
             shown.append(f"\n  [{len(self.buttons)}] {label}", style="bold cyan")
         self.console.print(Panel(shown, title=title, title_align="left", border_style=style))
         return numbered
+
+    def show_update(self, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        """An updated message: its first and last lines say what changed."""
+        body, buttons = render_blocks(text, blocks)
+        lines = [line for line in _plain(body).splitlines() if line.strip()]
+        if len(lines) > 2:
+            lines = [lines[0], "…", lines[-1]]
+        self._show("(updated)", "\n".join(lines), [], "green")
 
     async def post(
         self,
@@ -161,8 +199,7 @@ class DemoTerminal:
     async def update(
         self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]] | None = None
     ) -> None:
-        key = self.messages.get(ts, {}).get("key", ts)
-        self._show(f"#{channel} · {key} (updated)", text, blocks, "green")
+        self.show_update(text, blocks)
 
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None
@@ -183,6 +220,7 @@ class Demo:
         self.sandbox: Any = None
         self.world: Any = None
         self.signer: Any = None
+        self.replies: list[str] = []  # ephemeral answers to the demo user
 
     def say(self, text: str, style: str = "bold") -> None:
         self.console.print(Text(text, style=style))
@@ -335,9 +373,8 @@ class Demo:
             await asyncio.sleep(0.1)
 
     async def diagnosis(self, incident_id: str) -> dict[str, Any]:
-        from bot.diagnosis import load_recommendation
-
         from bot.audit import detail_of
+        from bot.diagnosis import load_recommendation
 
         self.console.rule("2 · the diagnosis")
         self.say(
@@ -351,10 +388,10 @@ class Demo:
             )
             await self.settle()
         findings = detail_of(row).get("findings") or []
-        self.say(f"Diagnosis posted with {len(findings) or 'its'} findings.", "green")
+        self.say(f"Diagnosis posted: {'; '.join(map(str, findings)) or 'no findings'}.", "green")
         candidates = [b for b in self.terminal.buttons if b.get("action_id", "").startswith("rec")]
         for button in candidates:
-            rec = load_recommendation(self.services, button.get("value"))
+            rec = load_recommendation(self.services, str(button.get("value", "")))
             if rec is not None and rec.runbook == RUNBOOK:
                 if self.script:
                     number = self.terminal.buttons.index(button) + 1
@@ -371,29 +408,87 @@ class Demo:
             self.say(f"no button [{answer}]", "red")
 
     async def press(self, button: dict[str, Any]) -> Any:
+        """A click, handled by the same core as Slack's buttons (commands.actions)."""
+        from bot import runs
         from commands.actions import handle_action
 
         reply = handle_action(
             self.services,
             user=DEMO_USER,
             channel=DEMO_CHANNEL,
-            action_id=button.get("action_id", ""),
-            value=button.get("value", ""),
+            action_id=str(button.get("action_id", "")),
+            value=str(button.get("value", "")),
         )
-        if asyncio.iscoroutine(reply):
-            reply = await reply
-        text = getattr(reply, "text", None) or (reply if isinstance(reply, str) else "")
-        if text:
-            self.say(f"bot → {DEMO_USER}: {text}", "")
+        if reply.text:
+            self.say(
+                f"bot → {DEMO_USER} (only you see this): {reply.text}", "red" if reply.error else ""
+            )
+        if reply.update is not None:
+            text, blocks = reply.update
+            self.terminal.show_update(text, blocks)
+        if reply.followup is not None:
+            runs.spawn(reply.followup(self.respond))
         return reply
 
+    async def respond(
+        self,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        *,
+        replace_original: bool = False,
+    ) -> None:
+        if replace_original:
+            self.terminal.show_update(text, blocks)
+        else:
+            self.say(f"bot → {DEMO_USER} (only you see this): {text}", "")
+            self.replies.append(text)
+
     async def ask(self, button: dict[str, Any]) -> str:
+        from bot.audit import detail_of
+
         self.console.rule("3 · the approval")
         await self.press(button)
-        row = await self.wait_for("request.created", what="the approval request")
+        row = await self.wait_for(("request.created", "input.rejected"), what="the request")
+        if row["action"] == "input.rejected":
+            error = str(detail_of(row).get("error") or (self.replies or ["refused"])[-1])
+            if "force=true" not in error:
+                raise DemoError(f"the bot refused to ask for {row['runbook']}: {error}")
+            row = await self.ask_forced(str(button.get("value", "")), error)
         await self.settle()
         self.say(f"Request {row['request_id']}: {row['runbook']} on {row['host']}.", "green")
         return str(row["request_id"])
+
+    async def ask_forced(self, rec_id: str, error: str) -> dict[str, Any]:
+        """The runbook refused to stop an Auto Scaling Group member without force=true. The
+        sandbox's group has ReplaceUnhealthy suspended (what an operator does first), so the
+        demo user asks again, forced, for the same recommendation — on screen, never hidden."""
+        from bot.approvals import create_request
+        from bot.diagnosis import load_recommendation
+
+        rec = load_recommendation(self.services, rec_id)
+        if rec is None:
+            raise DemoError(f"the bot refused the recommendation: {error}")
+        self.say(f"The runbook said no: {error}.", "yellow")
+        self.say(
+            f"In the sandbox {self.world.asg} has ReplaceUnhealthy suspended, so stopping"
+            f" {rec.host} is safe: {DEMO_USER} asks again with force=true (in Slack:"
+            f" /stabilize run {rec.runbook} {rec.host}"
+            f" {' '.join(f'{k}={v}' for k, v in rec.params.items())} force=true).",
+            "cyan",
+        )
+        await asyncio.to_thread(
+            create_request,
+            self.services,
+            runbook=rec.runbook,
+            host=rec.host,
+            params={**rec.params, "force": "true"},
+            requested_by=DEMO_USER,
+            reason=rec.reason + " (forced: the group's ReplaceUnhealthy is suspended)",
+            evidence=rec.evidence,
+            incident_id=rec.incident_id,
+            thread_key=rec.thread_key,
+        )
+        return await self.wait_for("request.created", what="the approval request")
 
     async def approve(self, request_id: str) -> None:
         while True:
@@ -501,7 +596,8 @@ def demo(script: bool, db_file: str) -> None:
     hint = moto_missing()
     if hint:
         raise DemoError(hint)
-    console = Console(highlight=False)
+    # Piped (CI, a test) rich assumes 80 columns: give the timeline table room.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     started = time.monotonic()
     summary = run_async(Demo(console, script=script, db_file=Path(db_file)).run())
     elapsed = time.monotonic() - started
