@@ -3,6 +3,8 @@ when the disk is too small, rolled back (no file, no fstab line) when swapon fai
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,26 @@ async def test_a_missing_folder_names_the_fix(services, tmp_path, fstab):
     result = await execute(services, job("add-swap", HOST, size="1G", path=path, fstab=fstab))
     assert result.state == "failed"
     assert "does not exist" in result.error and "path=" in result.error
+
+
+def test_without_fallocate_the_file_is_written_with_dd(tmp_path):
+    # Some filesystems refuse fallocate; the allocate step's own shell text must still
+    # produce a full-size file. Run that exact text with a fallocate that always fails.
+    from runbooks.add_swap import commands
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "fallocate").write_text("#!/bin/sh\necho 'fallocate: not supported' >&2\nexit 1\n")
+    (stubs / "fallocate").chmod(0o755)
+    with small_tmpfs("1100M") as folder:
+        path = folder / "swapfile"
+        text = commands({"size": "1G", "path": str(path), "fstab": str(tmp_path / "f")})
+        done = subprocess.run(
+            ["sh", "-c", text["allocate"]],
+            env={"PATH": f"{stubs}:{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert path.stat().st_size == 1024**3
+        assert path.stat().st_mode & 0o777 == 0o600  # umask 077: never readable by others
