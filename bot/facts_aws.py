@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -183,9 +184,7 @@ async def _types(services: Services, facts: Facts) -> None:
     if own is None:
         facts.errors.append(f"aws: instance type {inst.type} not described by EC2")
         return
-    facts.instance = Instance(
-        **{**inst.__dict__, "vcpus": own.vcpus, "memory_mib": own.memory_mib},
-    )
+    facts.instance = replace(facts.instance or inst, vcpus=own.vcpus, memory_mib=own.memory_mib)
 
 
 async def _credits(services: Services, facts: Facts, iid: str) -> None:
@@ -199,7 +198,7 @@ async def _credits(services: Services, facts: Facts, iid: str) -> None:
     specs = answer.get("InstanceCreditSpecifications", [])
     if specs and facts.instance:
         mode = specs[0].get("CpuCredits")
-        facts.instance = Instance(**{**facts.instance.__dict__, "credit_mode": mode})
+        facts.instance = replace(facts.instance, credit_mode=mode)
 
 
 async def _stats(

@@ -1,0 +1,188 @@
+"""AWS facts against the moto server: an instance with a type, CPU and CloudWatch-agent
+metrics put with put_metric_data, an Auto Scaling Group; lookups by Name tag; AWS failures
+that degrade to a named error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from diagnosis_fixtures import make_services
+from helpers import free_port
+
+from bot.diagnosis import diagnose, resolve_host
+from bot.errors import InputError
+from bot.facts_aws import explain
+
+
+def _client(service: str):
+    return boto3.client(service, region_name="us-east-1")
+
+
+def _put(namespace: str, name: str, dims: list[dict], values: list[float]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    data = [
+        {
+            "MetricName": name,
+            "Dimensions": dims,
+            "Timestamp": now - dt.timedelta(minutes=5 * (len(values) - 1 - i), seconds=30),
+            "Value": v,
+            "Unit": "Percent",
+        }
+        for i, v in enumerate(values)
+    ]
+    _client("cloudwatch").put_metric_data(Namespace=namespace, MetricData=data)
+
+
+def make_world(*, instance_type: str = "t3.micro", cpu: float = 95.0, mem: float | None = 97.0):
+    """prod-web-01 in web-asg (max 4) with an hour of CPU at ``cpu`` % and, if given, the
+    CloudWatch agent's mem_used_percent at ``mem`` %."""
+    ec2 = _client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    iid = ec2.run_instances(
+        ImageId=image,
+        InstanceType=instance_type,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "prod-web-01"}]}
+        ],
+    )["Instances"][0]["InstanceId"]
+    asg = _client("autoscaling")
+    asg.create_launch_configuration(
+        LaunchConfigurationName="web-lc", ImageId=image, InstanceType=instance_type
+    )
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="web-asg",
+        LaunchConfigurationName="web-lc",
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=0,
+        AvailabilityZones=["us-east-1a"],
+    )
+    asg.attach_instances(InstanceIds=[iid], AutoScalingGroupName="web-asg")
+    _put("AWS/EC2", "CPUUtilization", [{"Name": "InstanceId", "Value": iid}], [cpu] * 12)
+    if mem is not None:
+        dims = [
+            {"Name": "InstanceId", "Value": iid},
+            {"Name": "ImageId", "Value": image},
+            {"Name": "InstanceType", "Value": instance_type},
+        ]
+        _put("CWAgent", "mem_used_percent", dims, [mem] * 6)
+    return iid
+
+
+@pytest.fixture
+def services_for(settings_factory, tmp_path):
+    made = []
+
+    def build(hosts):
+        services = make_services(
+            settings_factory(hosts=hosts, ssh={"connect_timeout": "2s"}), tmp_path
+        )
+        made.append(services)
+        return services
+
+    yield build
+    for s in made:
+        s.close()
+
+
+async def test_instance_type_metrics_and_asg_from_aws(aws_env, services_for):
+    iid = make_world()
+    services = services_for({"prod-web-01": {"instance_id": iid}})
+    d = await diagnose(services, "prod-web-01")
+    f = d.facts
+    assert f.aws_status == "ok", d.errors
+    assert f.instance is not None
+    assert (f.instance.type, f.instance.state, f.instance.architecture) == (
+        "t3.micro",
+        "running",
+        "x86_64",
+    )
+    assert (f.instance.vcpus, f.instance.memory_mib, f.instance.credit_mode) == (
+        2,
+        1024,
+        "standard",
+    )
+    assert f.cpu is not None and round(f.cpu.average) == 95 and len(f.cpu.datapoints) >= 3
+    assert f.cwagent is not None and round(f.cwagent["mem_used_percent"].average) == 97
+    assert f.asg is not None
+    assert (f.asg.name, f.asg.max_size, f.asg.in_service) == ("web-asg", 4, 1)
+    assert [t.name for t in f.family_types or []][:3] == ["t3.nano", "t3.micro", "t3.small"]
+    # No SSH settings: named, and the diagnosis comes from AWS alone.
+    assert any("no SSH settings for host 'prod-web-01'" in e for e in d.errors)
+    runbooks = {r.runbook: r.params for r in d.recommendations}
+    assert runbooks["scale-asg"] == {"by": "1"}
+    assert runbooks["resize-instance"]["type"].startswith("t3.")
+    assert any(f.title.startswith("Memory pressure: 97 % used") for f in d.findings)
+    assert d.to_dict()["facts"]["instance"]["type"] == "t3.micro"
+
+
+async def test_ssh_timeout_with_aws_facts_recommends_resize_in_time(aws_env, services_for):
+    import socket
+
+    iid = make_world(cpu=99.0, mem=None)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts TCP (the kernel does), never speaks SSH
+    try:
+        port = silent.getsockname()[1]
+        services = services_for(
+            {"prod-web-01": {"instance_id": iid, "ssh": {"host": "127.0.0.1", "port": port}}}
+        )
+        started = time.monotonic()
+        d = await diagnose(services, "prod-web-01")
+        assert time.monotonic() - started < 2.0 + 2
+    finally:
+        silent.close()
+    assert d.findings[0].title.startswith("SSH timed out")
+    resize = [r for r in d.recommendations if r.runbook == "resize-instance"]
+    assert resize and resize[0].params == {"type": "t3.small"}
+    assert "needs no SSH" in resize[0].reason
+
+
+async def test_a_host_missing_from_the_inventory_is_found_by_its_name_tag(aws_env, services_for):
+    iid = make_world()
+    services = services_for({})
+    target = await resolve_host(services, "prod-web-01")
+    assert (target.instance_id, target.source, target.ssh) == (iid, "ec2", None)
+
+
+async def test_unknown_host_is_one_clear_line(aws_env, services_for):
+    services = services_for({})
+    with pytest.raises(InputError) as caught:
+        await resolve_host(services, "ghost-01")
+    assert str(caught.value) == (
+        "unknown host 'ghost-01': not in the inventory (hosts: in stabilize.yaml)"
+        " and no EC2 instance is tagged Name=ghost-01"
+    )
+
+
+async def test_unreachable_aws_degrades_to_ssh_facts_with_a_note(sshd, services_for, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    host = {**sshd.host_config(), "instance_id": "i-0123456789abcdef0"}
+    services = services_for({"web-01": host})
+    d = await diagnose(services, "web-01")
+    assert d.facts.ssh_status == "ok"
+    assert d.facts.memory is not None
+    assert d.facts.aws_status == "error"
+    assert any("aws: cannot reach the ec2 API" in e for e in d.errors), d.errors
+
+
+def test_denied_permissions_name_the_iam_action_to_grant():
+    denied = ClientError(
+        {"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized"}},
+        "DescribeInstanceTypes",
+    )
+    assert explain("ec2", "describe_instance_types", denied) == (
+        "aws: ec2:DescribeInstanceTypes denied (UnauthorizedOperation);"
+        " grant it to the bot's IAM role"
+    )
