@@ -65,7 +65,7 @@ def moto_missing() -> str | None:
         import moto.moto_server.threaded_moto_server  # noqa: F401
         import werkzeug  # noqa: F401
     except ImportError:
-        return f"the demo needs the 'demo' extra (moto): {INSTALL_HINT}"
+        return f"the demo needs the 'demo' extra (moto): {INSTALL_HINT} (or ./run demo)"
     return None
 
 
