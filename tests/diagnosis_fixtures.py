@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
+
+import boto3
 
 from bot.facts import (
     AutoScalingGroup,
@@ -70,3 +73,60 @@ def make_services(settings: Any, tmp_path: Path) -> Any:
     from bot.services import build_services
 
     return build_services(settings, Secrets(), tmp_path / "stabilize.db", slack=False)
+
+
+def aws_client(service: str) -> Any:
+    return boto3.client(service, region_name="us-east-1")
+
+
+def _put(namespace: str, name: str, dims: list[dict], values: list[float]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    data = [
+        {
+            "MetricName": name,
+            "Dimensions": dims,
+            "Timestamp": now - dt.timedelta(minutes=5 * (len(values) - 1 - i), seconds=30),
+            "Value": v,
+            "Unit": "Percent",
+        }
+        for i, v in enumerate(values)
+    ]
+    aws_client("cloudwatch").put_metric_data(Namespace=namespace, MetricData=data)
+
+
+def make_world(*, instance_type: str = "t3.micro", cpu: float = 95.0, mem: float | None = 97.0):
+    """prod-web-01 in web-asg (max 4) with an hour of CPU at ``cpu`` % and, if given, the
+    CloudWatch agent's mem_used_percent at ``mem`` %."""
+    ec2 = aws_client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    iid = ec2.run_instances(
+        ImageId=image,
+        InstanceType=instance_type,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "prod-web-01"}]}
+        ],
+    )["Instances"][0]["InstanceId"]
+    asg = aws_client("autoscaling")
+    asg.create_launch_configuration(
+        LaunchConfigurationName="web-lc", ImageId=image, InstanceType=instance_type
+    )
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="web-asg",
+        LaunchConfigurationName="web-lc",
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=0,
+        AvailabilityZones=["us-east-1a"],
+    )
+    asg.attach_instances(InstanceIds=[iid], AutoScalingGroupName="web-asg")
+    _put("AWS/EC2", "CPUUtilization", [{"Name": "InstanceId", "Value": iid}], [cpu] * 12)
+    if mem is not None:
+        dims = [
+            {"Name": "InstanceId", "Value": iid},
+            {"Name": "ImageId", "Value": image},
+            {"Name": "InstanceType", "Value": instance_type},
+        ]
+        _put("CWAgent", "mem_used_percent", dims, [mem] * 6)
+    return iid
