@@ -264,7 +264,7 @@ def _insert(services: Services, tx: sqlite3.Connection, request: Request, policy
             request.id,
             request.runbook,
             request.host,
-            json.dumps(request.params, sort_keys=True),
+            json.dumps(request.params),
             json.dumps(request.raw_params, sort_keys=True),
             request.requested_by,
             request.reason,

@@ -97,7 +97,7 @@ def _outcome(result: Any) -> tuple[str, str]:
         "interrupted": "interrupted",
     }.get(text, "failed")
     if state == "approved":
-        return state, "dry run: nothing was changed; the plan is in the thread"
+        return state, "nothing was changed; the plan is above"
     found = getattr(result, "summary", None) or getattr(result, "error", None) or ""
     return state, " ".join(str(found).split())
 
@@ -168,9 +168,11 @@ def finish(services: Services, request_id: str, state: str, summary: str) -> boo
         if not won:
             return False
         request = approvals.update_message(services, tx, request_id)
-        text = f"{_FINAL_WORD[state]}: {request.runbook} on {request.host}"
-        if summary:
-            text += f" — {summary}"
+        what = f"{request.runbook} on {request.host}"
+        text = f"{_FINAL_WORD[state]}: {what}"
+        rest = summary.removeprefix(what).strip()
+        if rest and rest != state:
+            text += f" — {rest}"
         services.outbox.post(
             f"{request.key}:final", request.channel, text, thread_key=request.key, conn=tx
         )
