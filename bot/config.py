@@ -32,7 +32,7 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_CERT_URL_PATTERN = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
 
 # Host names become Slack text, SQL values and (quoted) SSH targets: keep them boring.
-HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")  # \Z: "$" allows a final \n
 
 
 def _duration(value: Any) -> float:
