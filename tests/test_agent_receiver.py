@@ -171,13 +171,15 @@ def is_hello(alert: dict[str, Any]) -> bool:
 
 
 class AgentProcess:
-    """``python -m bot.agent …`` as a child; its log goes to a file the test can read."""
+    """``python -S -m bot.agent …`` as a child (``-S``: no site-packages, so the agent runs
+    on the standard library alone, as on a box where pip cannot run); its log goes to a
+    file the test can read."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.agent", *args],
+            [sys.executable, "-S", "-m", "bot.agent", *args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 log = logging.getLogger("stabilize.agent")
@@ -262,15 +261,15 @@ _OOM_KILL = re.compile(r"oom-kill:(\S+)")
 _INVOKED = re.compile(r"^(?P<name>\S.*?) invoked oom-killer:")
 
 
-@dataclass
 class OomKill:
     """One process shot by the OOM killer."""
 
-    pid: int
-    name: str
-    rss_kb: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    kernel_time: float | None = None  # seconds since boot, when the line carries it
+    def __init__(self, pid: int, name: str, *, kernel_time: float | None = None) -> None:
+        self.pid = pid
+        self.name = name
+        self.rss_kb: int | None = None
+        self.details: dict[str, Any] = {}
+        self.kernel_time = kernel_time  # seconds since boot, when the line carries it
 
     def summary(self, host: str) -> str:
         rss = f", RSS {_human_kb(self.rss_kb)}" if self.rss_kb is not None else ""

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 KINDS = (
@@ -32,8 +31,7 @@ class AgentConfigError(Exception):
     """A bad option or environment value; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One command-line option: ``kind`` is how ``build_config`` reads its text."""
 
     name: str  # python name; the flag is --name-with-dashes
@@ -91,8 +89,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(NamedTuple):
     """Everything the agent needs; built by ``build_config``."""
 
     url: str
@@ -119,7 +116,7 @@ class AgentConfig:
     once: bool = False
     print_systemd_unit: bool = False
     verbose: bool = False
-    argv: tuple[str, ...] = field(default=(), compare=False)
+    argv: tuple[str, ...] = ()
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -5,8 +5,8 @@ decides what a failure means."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 _MAX_READ = 64 * 1024  # no file we read is bigger; a broken one must not eat memory
 
@@ -16,8 +16,7 @@ def read_small(path: Path) -> str:
         return fh.read(_MAX_READ).decode("utf-8", "replace")
 
 
-@dataclass(frozen=True)
-class Psi:
+class Psi(NamedTuple):
     some_avg10: float
     full_avg10: float | None  # the "full" line is missing on some kernels
 
@@ -77,8 +76,7 @@ def read_uptime(proc_root: Path) -> float:
     return float(read_small(proc_root / "uptime").split()[0])
 
 
-@dataclass(frozen=True)
-class Disk:
+class Disk(NamedTuple):
     path: str
     free_bytes: int
     total_bytes: int

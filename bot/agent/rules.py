@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.agent import probes
 from bot.agent.kernel_log import OomKill
@@ -16,15 +15,22 @@ from bot.agent.options import AgentConfig
 log = logging.getLogger("stabilize.agent")
 
 
-@dataclass
 class Alert:
     """One message for ``/alerts/agent``."""
 
-    kind: str
-    severity: str
-    summary: str
-    details: dict[str, Any] = field(default_factory=dict)
-    resolved: bool = False
+    def __init__(
+        self,
+        kind: str,
+        severity: str,
+        summary: str,
+        details: dict[str, Any] | None = None,
+        resolved: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.severity = severity
+        self.summary = summary
+        self.details = details or {}
+        self.resolved = resolved
 
     def body(self, host: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -39,8 +45,7 @@ class Alert:
         return body
 
 
-@dataclass
-class Finding:
+class Finding(NamedTuple):
     """One look at one condition: is it bad now, and how to say it."""
 
     active: bool
@@ -50,16 +55,16 @@ class Finding:
     details: dict[str, Any]
 
 
-@dataclass
 class Condition:
     """Hysteresis for one kind. ``open`` survives restarts through ``Watcher.open_state``."""
 
-    kind: str
-    hold: float
-    clear: float
-    open: dict[str, Any] | None = None  # {"severity", "summary", "since"} while fired
-    bad_since: float | None = None
-    good_since: float | None = None
+    def __init__(self, kind: str, hold: float, clear: float) -> None:
+        self.kind = kind
+        self.hold = hold
+        self.clear = clear
+        self.open: dict[str, Any] | None = None  # {"severity", "summary", "since"} when fired
+        self.bad_since: float | None = None
+        self.good_since: float | None = None
 
     def update(self, finding: Finding, now: float, wall: float) -> Alert | None:
         if self.open is None:
