@@ -163,6 +163,12 @@ class Sandbox:
         found = self.client("ec2").describe_instances(InstanceIds=[instance_id])
         return str(found["Reservations"][0]["Instances"][0]["InstanceType"])
 
+    def desired_capacity(self) -> int:
+        groups = self.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[DEMO_ASG]
+        )["AutoScalingGroups"]
+        return int(groups[0]["DesiredCapacity"])
+
     def alarm_message(self, *, now: dt.datetime | None = None) -> dict[str, Any]:
         """The JSON CloudWatch puts in the SNS ``Message`` when the alarm fires."""
         if self.world is None:

@@ -71,6 +71,8 @@ def demo_config(world: Any, cert_url_pattern: str) -> dict[str, Any]:
         "slack": {"channel": DEMO_CHANNEL},
         "approvals": {
             "approvers": [DEMO_USER],
+            # One person plays every part here; in a team, keep the default (false).
+            "allow_self": True,
             "runbooks": {
                 RUNBOOK: {"approvers": [DEMO_USER], "required": 1, "allow_self": True},
             },
@@ -220,6 +222,7 @@ class Demo:
         self.sandbox: Any = None
         self.world: Any = None
         self.signer: Any = None
+        self.runbook = RUNBOOK  # what was asked for (interactive: the user's choice)
         self.replies: list[str] = []  # ephemeral answers to the demo user
 
     def say(self, text: str, style: str = "bold") -> None:
@@ -455,6 +458,7 @@ class Demo:
                 raise DemoError(f"the bot refused to ask for {row['runbook']}: {error}")
             row = await self.ask_forced(str(button.get("value", "")), error)
         await self.settle()
+        self.runbook = str(row["runbook"])
         self.say(f"Request {row['request_id']}: {row['runbook']} on {row['host']}.", "green")
         return str(row["request_id"])
 
@@ -513,7 +517,8 @@ class Demo:
         from bot.audit import detail_of
         from bot.timeline import describe
 
-        self.console.rule(f"4 · {RUNBOOK} against the sandbox")
+        runbook = self.runbook
+        self.console.rule(f"4 · {runbook} against the sandbox")
         ends = ("execution.succeeded", "execution.failed", "execution.rolled_back")
         deadline = time.monotonic() + WAIT
         seen = 0
@@ -524,12 +529,12 @@ class Demo:
             TimeElapsedColumn(),
             console=self.console,
         ) as progress:
-            task = progress.add_task(f"{RUNBOOK}: waiting to start", total=None)
+            task = progress.add_task(f"{runbook}: waiting to start", total=None)
             while time.monotonic() < deadline:
                 rows = self.services.audit.list(request_id=request_id)
                 steps = [r for r in rows if r["action"].startswith("execution.")]
                 for r in steps[seen:]:
-                    progress.update(task, description=f"{RUNBOOK}: {describe(r, detail_of(r))}")
+                    progress.update(task, description=f"{runbook}: {describe(r, detail_of(r))}")
                 seen = len(steps)
                 done = [r for r in steps if r["action"] in ends]
                 if done:
@@ -537,7 +542,7 @@ class Demo:
                     break
                 await asyncio.sleep(0.1)
             else:
-                raise DemoError(f"gave up after {WAIT:.0f}s waiting for {RUNBOOK} to finish")
+                raise DemoError(f"gave up after {WAIT:.0f}s waiting for {runbook} to finish")
         await self.settle()
         return done[-1]
 
@@ -547,16 +552,19 @@ class Demo:
         from bot.timeline import build_timeline, to_table
 
         self.console.rule("5 · the audit trail")
-        before = self.world.instance_type
-        after = await asyncio.to_thread(self.sandbox.instance_type, self.world.instance_id)
         self.console.print(to_table(build_timeline(self.services.audit, incident_id)))
         result = self.services.audit.verify()
         self.say(f"stabilize audit verify: {result}", "green" if result.ok else "red")
-        ok = outcome["action"] == "execution.succeeded" and result.ok and after != before
-        self.say(
-            f"Sandbox instance {self.world.instance_id}: {before} → {after}",
-            "green" if after != before else "red",
-        )
+        ok = outcome["action"] == "execution.succeeded" and result.ok
+        if self.runbook == "resize-instance":
+            before = self.world.instance_type
+            after = await asyncio.to_thread(self.sandbox.instance_type, self.world.instance_id)
+            ok = ok and after != before
+            what = f"Sandbox instance {self.world.instance_id}: {before} → {after}"
+        else:
+            before, after = 1, await asyncio.to_thread(self.sandbox.desired_capacity)
+            what = f"Sandbox group {self.world.asg}: desired capacity {before} → {after}"
+        self.say(what, "green" if ok else "red")
         return {
             "ok": ok,
             "incident_id": incident_id,
