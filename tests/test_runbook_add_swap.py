@@ -166,3 +166,21 @@ def test_without_fallocate_the_file_is_written_with_dd(tmp_path):
         assert done.returncode == 0, done.stderr
         assert path.stat().st_size == 1024**3
         assert path.stat().st_mode & 0o777 == 0o600  # umask 077: never readable by others
+
+
+async def test_an_unreachable_host_fails_at_the_preflight_naming_the_fix(
+    sshd, settings_factory, tmp_path
+):
+    from helpers import free_port
+
+    config = sshd.host_config()
+    config["ssh"]["port"] = free_port()  # nothing listens there
+    svc = make_services(
+        settings_factory(hosts={HOST: config}, ssh={"connect_timeout": "3s"}), tmp_path / "s.db"
+    )
+    result = await execute(svc, job("add-swap", HOST, size="1G", path=tmp_path / "swap"))
+    assert result.state == "failed" and result.failed_step == "preflight"
+    assert f"cannot run over ssh on {HOST}" in result.error
+    assert f"check hosts.{HOST}.ssh" in result.error
+    assert lock_holder(svc, HOST) is None
+    svc.close()

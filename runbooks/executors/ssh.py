@@ -20,7 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def _connection(target: SshTarget, timeout: float, gateway: Connection | None = None) -> Any:
-    connect_kwargs: dict[str, Any] = {}
+    # fabric's own connect_timeout is truncated to whole seconds: give paramiko its own.
+    connect_kwargs: dict[str, Any] = {
+        "timeout": timeout,
+        "banner_timeout": timeout,
+        "auth_timeout": timeout,
+        "channel_timeout": timeout,
+    }
     if target.key:
         connect_kwargs.update(
             key_filename=os.path.expanduser(target.key), look_for_keys=False, allow_agent=False
@@ -32,7 +38,6 @@ def _connection(target: SshTarget, timeout: float, gateway: Connection | None = 
         user=target.user,
         port=target.port,
         connect_kwargs=connect_kwargs,
-        connect_timeout=timeout,
         gateway=gateway,
         config=config,
     )
