@@ -98,7 +98,7 @@ def make_world(*, instance_type: str = "t3.micro", cpu: float = 95.0, mem: float
     """prod-web-01 in web-asg (max 4) with an hour of CPU at ``cpu`` % and, if given, the
     CloudWatch agent's mem_used_percent at ``mem`` %."""
     ec2 = aws_client("ec2")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = "ami-12c6146b"  # one of moto's built-in images (listing them all is slow)
     iid = ec2.run_instances(
         ImageId=image,
         InstanceType=instance_type,
