@@ -32,6 +32,7 @@ from runbooks.model import (
     Timing,
 )
 from runbooks.params import parse_params
+from runbooks.recovery import recover_interrupted, recovery_job
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -250,6 +251,18 @@ async def _run(
             final = {"state": "failed", "failed_step": "setup", "error": _one_line(exc)}
         if final.get("rollback"):
             final = await _compensate(services, rb, ctx, final, progress)
+    except asyncio.CancelledError:
+        # Shutting down mid-run: say so now and free the host; never retried.
+        row = {
+            "id": execution_id,
+            "host": job.host,
+            "runbook": job.runbook,
+            "request_id": job.request_id,
+            "incident_id": job.incident_id,
+        }
+        at = f"during step {len(result.steps) + 1}"
+        store.mark_interrupted(services, row, {"error": "the bot was stopped", "at": at})
+        raise
     finally:
         if ctx.shell is not None:
             ctx.shell.close()
@@ -373,62 +386,6 @@ def _count(services: Services, runbook: str, state: str) -> None:
 def lock_holder(services: Services, host: str) -> dict[str, Any] | None:
     """``{host, request_id, runbook, holder, since, execution_id}`` or None when free."""
     return store.lock_holder(services, host)
-
-
-def recover_interrupted(services: Services) -> list[str]:
-    """At start-up: executions left ``running`` by a process that is gone are marked
-    interrupted (audited), their locks freed and their Slack thread told. Never retried."""
-    recovered = []
-    for row in store.running(services):
-        if store.process_alive(row["node"], row["pid"], row["proc_start"]):
-            continue
-        last = services.db.query_one(
-            "SELECT n, name, state FROM execution_steps WHERE execution_id = ?"
-            " ORDER BY n DESC LIMIT 1",
-            (row["id"],),
-        )
-        where = f"during step {last['n']} ({last['name']})" if last else "before its first step"
-        text = (
-            f":warning: {row['runbook']} on {row['host']} was interrupted {where}: the bot"
-            " stopped while it ran. It will not be retried; check the host, then ask again"
-            " if it is still needed."
-        )
-        detail = {
-            "error": f"process {row['pid']} is gone",
-            "at": where,
-            "started_at": row["started_at"],
-        }
-        if not store.mark_interrupted(services, row, detail):
-            continue
-        recovered.append(row["request_id"])
-        _count(services, row["runbook"], "interrupted")
-        key = f"request:{row['request_id']}"
-        if _has_message(services, key):
-            services.outbox.post(
-                f"{key}:interrupted", services.settings.slack.channel, text, thread_key=key
-            )
-        log.warning("%s", text)
-    return recovered
-
-
-def _has_message(services: Services, key: str) -> bool:
-    """Only thread under a request message that exists or is queued (else the outbox waits)."""
-    if services.outbox.message(key) is not None:
-        return True
-    return (
-        services.db.query_one(
-            "SELECT 1 AS x FROM outbox WHERE key = ? AND op = 'post' AND state != 'failed'", (key,)
-        )
-        is not None
-    )
-
-
-async def recovery_job(services: Services) -> None:
-    """The start-up job for ``bot.server.background_jobs``: recover once, then finish."""
-    try:
-        await asyncio.to_thread(recover_interrupted, services)
-    except Exception:
-        log.exception("recovering interrupted executions failed")
 
 
 class Engine:

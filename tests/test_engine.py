@@ -202,3 +202,19 @@ def test_a_run_killed_mid_way_is_reported_interrupted_and_frees_the_host(
     after = asyncio.run(execute(services, _missing_folder_job(tmp_path)))
     assert after.state == "failed" and after.failed_step == "preflight"
     services.close()
+
+
+async def test_a_cancelled_run_frees_the_host_and_is_audited_interrupted(services, monkeypatch):
+    name = register_blocking_runbook(monkeypatch, seconds=0.5)
+    request = job(name, HOST)
+    task = asyncio.ensure_future(execute(services, request))
+    while not services.db.query_one(
+        "SELECT 1 AS x FROM execution_steps WHERE name = 'block' AND state = 'running'"
+    ):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert lock_holder(services, HOST) is None
+    assert actions(services, request.request_id)[-1] == "execution.interrupted"
+    assert recover_interrupted(services) == []
