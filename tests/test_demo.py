@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from commands.cli import main
 
 pytest.importorskip("moto", reason="the 'demo' extra is not installed")
 
@@ -95,22 +98,15 @@ def test_demo_leaves_a_verifiable_audit_log(
     [approved] = [r for r in rows if r[1] == "request.approved"]
     assert approved[0] == "U0DEMO" and approved[2] == "resize-instance"
 
-    env = {**clean_env(workdir), "STABILIZE_DB": str(db)}
-    verify = subprocess.run(
-        [str(STABILIZE), "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert verify.returncode == 0, verify.stderr
+    # The review commands work on the file the demo left behind.
+    env = {"STABILIZE_DB": str(db)}
+    verify = CliRunner().invoke(main, ["audit", "verify"], env=env)
+    assert verify.exit_code == 0, verify.output
     incident = re.search(r"Incident (\d+) opened", result.stdout).group(1)
-    timeline = subprocess.run(
-        [str(STABILIZE), "audit", "timeline", incident, "--markdown"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert timeline.returncode == 0, timeline.stderr
-    assert "resize-instance succeeded" in timeline.stdout
-    assert "Time to mitigation" in timeline.stdout
+    timeline = CliRunner().invoke(main, ["audit", "timeline", incident, "--markdown"], env=env)
+    assert timeline.exit_code == 0, timeline.output
+    assert "resize-instance succeeded" in timeline.output
+    assert "Time to mitigation" in timeline.output
 
 
 def test_demo_without_the_extra_says_how_to_fix_it(tmp_path: Path) -> None:
