@@ -232,7 +232,10 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
 
     async def handler(request: web.Request) -> web.Response:
         started = time.perf_counter()
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(services, request, 413, "input.rejected", "body is larger than 256 KiB")
         secret = services.secrets.slack_signing_secret
         if not secret:
             return _refuse(
@@ -251,6 +254,8 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
             return _refuse(services, request, 401, "auth.rejected", why)
         try:
             kind, data = classify(body, request.content_type)
+        except RecursionError:
+            return _refuse(services, request, 400, "input.rejected", "JSON nested too deeply")
         except ValueError as exc:
             reason = "malformed JSON body" if isinstance(exc, json.JSONDecodeError) else str(exc)
             return _refuse(services, request, 400, "input.rejected", reason.splitlines()[0][:200])
