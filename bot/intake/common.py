@@ -38,6 +38,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"body is not valid JSON ({exc})") from None
+    except RecursionError:  # not a ValueError: it would escape as an unaudited error
+        raise InputError("body is JSON nested too deeply") from None
 
 
 def reject(
