@@ -147,3 +147,6 @@ def test_the_agent_and_a_real_bot(box, bot, run_agent, slack_api):
         ("memory_pressure", "resolved", None),
     ]
     assert [i["state"] for i in bot.incidents("memory_pressure")] == ["resolved", "resolved"]
+    # The start-up hellos were checked and recorded, but opened nothing and posted nothing.
+    assert bot.incidents("custom") == []
+    assert "stabilize agent started" not in slack_text(slack_api)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,17 @@ def test_the_cli_says_what_is_missing_in_one_line():
     result = stabilize("agent", "--url", "http://127.0.0.1:9", "--host", "h", env=env)
     assert result.returncode == 2
     assert "STABILIZE_WEBHOOK_TOKEN is not set" in result.stderr
+
+
+def test_systemd_accepts_the_unit_as_written(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = tmp_path / "stabilize-agent.service"
+    result = stabilize("agent", "--url", "https://bot.example.com", "--print-systemd-unit")
+    unit.write_text(result.stdout)
+    check = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    complaints = [line for line in check.stderr.splitlines() if str(unit) in line]
+    assert complaints == []
