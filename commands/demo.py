@@ -25,6 +25,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from bot.errors import StabilizeError
+from bot.terminal import plain
 from commands.common import handle_errors, run_async
 
 DEMO_USER = "U0DEMO"
@@ -93,37 +94,6 @@ def demo_config(world: Any, cert_url_pattern: str) -> dict[str, Any]:
 # -- the terminal ---------------------------------------------------------------------------
 
 
-def _text_of(obj: Any) -> str:
-    if isinstance(obj, dict):
-        return str(obj.get("text", ""))
-    return str(obj or "")
-
-
-def render_blocks(text: str, blocks: list[dict[str, Any]] | None) -> tuple[str, list[dict]]:
-    """Block Kit as terminal text, plus the message's buttons in order."""
-    if not blocks:
-        return text, []
-    lines: list[str] = []
-    buttons: list[dict[str, Any]] = []
-    for block in blocks:
-        kind = block.get("type")
-        if kind in ("header", "section"):
-            if block.get("text"):
-                lines.append(_text_of(block["text"]))
-            for field in block.get("fields") or []:
-                lines.append(_text_of(field))
-            accessory = block.get("accessory")
-            if isinstance(accessory, dict) and accessory.get("type") == "button":
-                buttons.append(accessory)
-        elif kind == "context":
-            lines.append("  ".join(_text_of(e) for e in block.get("elements", [])))
-        elif kind == "actions":
-            buttons += [e for e in block.get("elements", []) if e.get("type") == "button"]
-        elif kind == "divider":
-            lines.append("─" * 20)
-    return "\n".join(line for line in lines if line), buttons
-
-
 # Slack's short codes the bot uses, as the terminal can show them.
 _EMOJI = {
     ":red_circle:": "🔴",
@@ -141,15 +111,22 @@ _EMOJI = {
 }
 
 
-def _plain(text: str) -> str:
-    """Slack mrkdwn as terminal text: entities decoded, known emoji shown."""
+def rendered(text: str, blocks: list[dict[str, Any]] | None) -> tuple[str, list[dict]]:
+    """A message as ``stabilize shell`` renders it (bot.terminal), with known emoji shown."""
+    from bot.terminal import render
+
+    lines, buttons = render(text, blocks)
+    body = "\n".join(lines)
     for code, char in _EMOJI.items():
-        text = text.replace(code, char)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        body = body.replace(code, char)
+    return body, buttons
 
 
 class DemoTerminal:
-    """A ``Transport`` that prints to the terminal and numbers every button it shows."""
+    """A ``Transport`` that prints to the terminal and numbers every button it shows.
+
+    Like ``bot.terminal.TerminalTransport`` (same rendering), with rich panels and one line
+    per progress post, so the demo's story reads at a glance."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -158,8 +135,7 @@ class DemoTerminal:
         self._n = 0
 
     def _show(self, title: str, text: str, blocks: list[dict] | None, style: str) -> list:
-        body, buttons = render_blocks(text, blocks)
-        body = _plain(body)
+        body, buttons = rendered(text, blocks)
         if not buttons and "\n" not in body.strip() and len(body) < 200:
             # Progress lines in a thread: one line each, not a box each.
             self.console.print(Text(f"  ↳ {body.strip()}", style="dim" if "▶" in body else ""))
@@ -169,15 +145,15 @@ class DemoTerminal:
         for button in buttons:
             self.buttons.append(button)
             numbered.append(button)
-            label = _text_of(button.get("text")) or button.get("action_id", "?")
+            label = plain(str((button.get("text") or {}).get("text") or button.get("action_id")))
             shown.append(f"\n  [{len(self.buttons)}] {label}", style="bold cyan")
         self.console.print(Panel(shown, title=title, title_align="left", border_style=style))
         return numbered
 
     def show_update(self, text: str, blocks: list[dict[str, Any]] | None) -> None:
         """An updated message: its first and last lines say what changed."""
-        body, buttons = render_blocks(text, blocks)
-        lines = [line for line in _plain(body).splitlines() if line.strip()]
+        body, _ = rendered(text, blocks)
+        lines = [line for line in body.splitlines() if line.strip()]
         if len(lines) > 2:
             lines = [lines[0], "…", lines[-1]]
         self._show("(updated)", "\n".join(lines), [], "green")
