@@ -86,6 +86,10 @@ def incident_rows(audit: AuditLog, incident_id: str) -> list[dict[str, Any]]:
 
 def build_timeline(audit: AuditLog, incident_id: str) -> Timeline:
     """The story of ``incident_id``; ``InputError`` naming the recent ids when it is unknown."""
+    incident_id = str(incident_id).strip()
+    # Slack shows incidents as INC-12; the audit log keeps the number.
+    if incident_id.upper().startswith("INC-"):
+        incident_id = incident_id[4:]
     rows = incident_rows(audit, incident_id)
     if not rows:
         recent = recent_incident_ids(audit)

@@ -154,6 +154,12 @@ def test_terminal_table_shows_the_same_story(recorded: Path) -> None:
         assert text in out
 
 
+def test_the_id_as_slack_shows_it_works_too(recorded: Path) -> None:
+    code, out = run("INC-42", "--markdown")
+    assert code == 0, out
+    assert out.startswith("# Incident 42 on prod-web-01")
+
+
 def test_unknown_incident_names_the_recent_ones(recorded: Path) -> None:
     code, out = run("999")
     assert code == 2
