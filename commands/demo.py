@@ -83,8 +83,9 @@ def demo_config(world: Any, cert_url_pattern: str) -> dict[str, Any]:
             "prod-web-01": {
                 "instance_id": world.instance_id,
                 "asg": world.asg,
-                # Never dialled: facts come from the local runner (services.fact_runner).
-                "ssh": {"host": "127.0.0.1", "user": "demo"},
+                # No SSH at all: facts come from the local runner (services.fact_runner) and
+                # any shell runbook goes through SSM to the sandbox, never to this machine.
+                "executor": "ssm",
             }
         },
         "sns": {"topics": [world.topic_arn], "cert_url_pattern": cert_url_pattern},
@@ -265,7 +266,7 @@ class Demo:
         self.services.outbox.update_interval = 0.0
         self.services.fact_runner = LocalRunner()
         self._speed_up_waiters()
-        self.say(f"Audit log and state: {self.db_file} (kept after the demo)", "")
+        self.say(f"Audit log and state: {self.db_file} (replaced on each run, kept after it)", "")
 
         app = build_web_app(self.services)
         runner = web.AppRunner(app, access_log=None)
