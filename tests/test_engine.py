@@ -218,3 +218,33 @@ async def test_a_cancelled_run_frees_the_host_and_is_audited_interrupted(service
     assert lock_holder(services, HOST) is None
     assert actions(services, request.request_id)[-1] == "execution.interrupted"
     assert recover_interrupted(services) == []
+
+
+async def test_serving_recovers_a_run_left_by_a_dead_process_at_start_up(services):
+    from aiohttp.test_utils import TestServer
+
+    from bot.server import build_web_app
+    from runbooks import store
+
+    request = job("add-swap", HOST, size="1G")
+    store.begin(services, request, {"size": "1G"}, "running")
+    # As if written by a bot in another container that is gone now.
+    with services.db.transaction() as tx:
+        tx.execute(
+            "UPDATE executions SET node = 'old-container/boot' WHERE request_id = ?",
+            (request.request_id,),
+        )
+    assert lock_holder(services, HOST) is not None
+
+    server = TestServer(build_web_app(services), host="127.0.0.1")
+    await server.start_server()
+    try:
+
+        async def freed() -> None:
+            while lock_holder(services, HOST) is not None:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(freed(), timeout=30)
+    finally:
+        await server.close()
+    assert actions(services, request.request_id)[-1] == "execution.interrupted"
