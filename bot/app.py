@@ -9,6 +9,8 @@ and the work continues after the ack (``Reply.followup`` in a task).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -50,6 +52,7 @@ def create_app(
     *,
     client: AsyncWebClient | None = None,
     signing_secret: str | None = None,
+    gate: AckGate | None = None,
 ) -> AsyncApp:
     """A Bolt AsyncApp wired to ``services`` (no side effects until it handles a request)."""
     secrets = services.secrets
@@ -73,15 +76,49 @@ def create_app(
         logger=log,
         name="stabilize",
     )
-    register_listeners(app, services)
+    register_listeners(app, services, gate)
     return app
 
 
-def register_listeners(app: AsyncApp, services: Services) -> None:
-    """The slash command and every button, each delegating to the transport-agnostic cores."""
+class AckGate:
+    """Acks first: work after an ack waits while other requests are being acknowledged
+    (at most ``max_wait``), so a burst of clicks is acknowledged before any of them is
+    processed. Idle bots never wait."""
+
+    def __init__(self, max_wait: float = 1.0) -> None:
+        self.max_wait = max_wait
+        self.inflight = 0
+        self._quiet: asyncio.Event | None = None
+
+    def _event(self) -> asyncio.Event:
+        if self._quiet is None:  # created in the serving loop, on first use
+            self._quiet = asyncio.Event()
+            self._quiet.set()
+        return self._quiet
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self._event().clear()
+
+    def leave(self) -> None:
+        self.inflight = max(0, self.inflight - 1)
+        if self.inflight == 0:
+            self._event().set()
+
+    async def quiet(self) -> None:
+        if self.inflight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event().wait(), self.max_wait)
+
+
+def register_listeners(app: AsyncApp, services: Services, gate: AckGate | None = None) -> None:
+    """The slash command and every button, each delegating to the transport-agnostic cores.
+    Whatever changes state runs after the ack, once per Slack delivery (``trigger_id``)."""
 
     @app.command(re.compile(r"^/"))
-    async def on_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
+    async def on_command(
+        ack: Any, body: dict[str, Any], command: dict[str, Any], respond: Any
+    ) -> None:
         user = str(command.get("user_id", ""))
         channel = str(command.get("channel_id", ""))
         try:
@@ -93,15 +130,34 @@ def register_listeners(app: AsyncApp, services: Services) -> None:
             reply = Reply(text="Something went wrong; the server log has the details.")
         await ack(text=reply.text, blocks=reply.blocks, response_type="ephemeral")
         if reply.followup is not None:
-            runs.spawn(reply.followup(_responder(services, respond, channel, user)))
+            send = _responder(services, respond, channel, user)
+            runs.spawn(_after_ack(services, gate, body, reply.followup(send)))
 
     @app.action(re.compile(r".+"))
     async def on_action(
         ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
     ) -> None:
         await ack()
-        # The rest is a tracked task, so shutdown and tests can wait for it to finish.
-        runs.spawn(_after_click(services, body, action, respond))
+        runs.spawn(_after_ack(services, gate, body, _after_click(services, body, action, respond)))
+
+
+async def _after_ack(
+    services: Services, gate: AckGate | None, body: dict[str, Any], work: Any
+) -> None:
+    """Run ``work`` (a coroutine) once the burst is acked, unless Slack already delivered
+    this very request (a retry: same ``trigger_id``)."""
+    try:
+        if gate is not None:
+            await gate.quiet()
+        trigger = body.get("trigger_id")
+        if trigger and approvals.seen_delivery(services, f"trigger:{trigger}"):
+            log.info("skipping a repeated delivery of trigger %s", trigger)
+            work.close()
+            return
+    except BaseException:
+        work.close()
+        raise
+    await work
 
 
 async def _after_click(
@@ -125,9 +181,9 @@ async def _after_click(
         log.exception("button click failed")
         reply = Reply(text="Something went wrong; the server log has the details.")
     send = _responder(services, respond, channel, user)
-    if reply.update is not None:  # first: the buttons go away at once
+    if reply.update is not None:  # the buttons go away at once; the message says why
         await send(*reply.update, replace_original=True)
-    if reply.text:
+    if reply.text and not (reply.update is not None and reply.update_says_it_all):
         await send(reply.text, reply.blocks)
     if reply.followup is not None:
         await reply.followup(send)
@@ -229,6 +285,7 @@ def classify(body: str, content_type: str) -> tuple[str, dict[str, Any]]:
 def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The aiohttp handler of ``POST /slack/events``; the Bolt app is built on first use."""
     state: dict[str, AsyncApp] = {}
+    gate = AckGate()
 
     async def handler(request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -259,24 +316,21 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
         except ValueError as exc:
             reason = "malformed JSON body" if isinstance(exc, json.JSONDecodeError) else str(exc)
             return _refuse(services, request, 400, "input.rejected", reason.splitlines()[0][:200])
-        trigger = data.get("trigger_id")
-        if (
-            kind in ("command", "action")
-            and trigger
-            and approvals.seen_delivery(services, f"trigger:{trigger}")
-        ):
-            # A retry (X-Slack-Retry-Num) or a replay of something already handled.
-            services.metrics.acks.labels(kind).observe(time.perf_counter() - started)
-            return web.Response(status=200, text="")
         app = state.get("app")
         if app is None:
             try:
-                app = state["app"] = create_app(services)
+                app = state["app"] = create_app(services, gate=gate)
             except ConfigError as exc:
                 return web.Response(status=503, text=f"{exc}\n", content_type="text/plain")
-        bolt_response = await app.async_dispatch(
-            AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers))
-        )
+        gate.enter()
+        try:
+            bolt_response = await app.async_dispatch(
+                AsyncBoltRequest(
+                    body=body, query=request.query_string, headers=dict(request.headers)
+                )
+            )
+        finally:
+            gate.leave()
         if bolt_response.status >= 500:
             log.error("Bolt answered %s for a %s", bolt_response.status, kind)
             response = web.Response(status=400, text="request could not be processed\n")

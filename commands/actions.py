@@ -49,6 +49,7 @@ def _decided(services: Services, decision: approvals.Decision) -> Reply:
     reply = Reply(text=decision.message, error=decision.outcome in {"denied", "expired"})
     if decision.request is not None and decision.changed_message:
         reply.update = approvals.render(services, decision.request)
+        reply.update_says_it_all = decision.outcome in {"started", "rejected"}
     if decision.started and decision.request is not None:
         request_id = decision.request.id
 

@@ -28,6 +28,8 @@ class Reply:
     update: tuple[str, Blocks] | None = None  # replaces the clicked message (e.g. no buttons)
     followup: Callable[[Responder], Awaitable[None]] | None = None  # runs after the ack
     error: bool = False
+    # The updated message already tells the clicker everything; Slack skips ``text`` then.
+    update_says_it_all: bool = False
 
 
 def error(text: str) -> Reply:

@@ -1,0 +1,205 @@
+"""How fast does ``/slack/events`` acknowledge? p50/p99 of signed ``/stabilize help`` commands
+and Approve clicks, 50 at a time, against a bare slack-bolt AsyncApp that only acks — both
+served the same way (aiohttp on 127.0.0.1), in the same run, batches interleaved.
+
+    .venv/bin/python bench/ack_latency.py               # 20 rounds of 50 per kind and app
+    .venv/bin/python bench/ack_latency.py --rounds 5 --concurrency 20
+
+Ours does everything it does in production: signature check and audit-ready parsing, the
+retry guard (one SQLite insert per delivery), Bolt, the command itself, and for clicks the
+whole approval transaction (approval row, audit row, message update) plus the response_url
+replies after the ack. Every click approves a different pending request that needs two
+approvals, so each one really writes. The Slack Web API is the local stand-in from tests/.
+Goal: p99 ≤ 1.3× bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from aiohttp import ClientSession, TCPConnector, web  # noqa: E402
+from helpers import free_port  # noqa: E402
+from helpers.signers import SlackSigner  # noqa: E402
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request  # noqa: E402
+from slack_bolt.app.async_app import AsyncApp  # noqa: E402
+from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
+from slack_standin import SlackStandIn  # noqa: E402
+
+from bot import approvals, runs  # noqa: E402
+from bot.config import Secrets, parse_settings  # noqa: E402
+from bot.server import build_web_app  # noqa: E402
+from bot.services import build_services  # noqa: E402
+
+
+class PlanOnlyEngine:
+    """Validation and plan for the requests the clicks approve; nothing is executed."""
+
+    def validate(self, services: Any, runbook: str, host: str, raw: dict[str, str]) -> dict:
+        return dict(raw)
+
+    def plan(self, services: Any, runbook: str, host: str, params: dict) -> list[str]:
+        return [f"swapon {params.get('path', '/swapfile')}"]
+
+    def format_plan(self, steps: list[str]) -> str:
+        return "\n".join(steps)
+
+
+def bare_app(api: SlackStandIn, secret: str) -> web.Application:
+    bolt = AsyncApp(
+        client=AsyncWebClient(token=api.token, base_url=api.url),
+        signing_secret=secret,
+        process_before_response=False,
+    )
+
+    @bolt.command("/stabilize")
+    async def command(ack: Any) -> None:
+        await ack()
+
+    @bolt.action(re.compile(".*"))
+    async def action(ack: Any) -> None:
+        await ack()
+
+    async def handler(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    app = web.Application()
+    app.router.add_post("/slack/events", handler)
+    return app
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/slack/events"
+
+
+async def batch(session: ClientSession, url: str, bodies: list[tuple[bytes, dict]]) -> list[float]:
+    async def one(body: bytes, headers: dict) -> float:
+        started = time.perf_counter()
+        async with session.post(url, data=body, headers=headers) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{url} answered {resp.status}")
+        return time.perf_counter() - started
+
+    return list(await asyncio.gather(*(one(b, h) for b, h in bodies)))
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def main(rounds: int, concurrency: int) -> int:
+    api = SlackStandIn().start()
+    signer = SlackSigner(response_url=api.response_url)
+    tmp = tempfile.TemporaryDirectory(prefix="stabilize-bench-")
+    settings = parse_settings(
+        {
+            "slack": {"channel": "C0ALERTS"},
+            "approvals": {"approvers": ["U0ALICE", "U0BOB"], "required": 2},
+            "hosts": {"web-1": {"ssh": {"host": "127.0.0.1"}}},
+        },
+        source="<bench>",
+    )
+    secrets = Secrets(
+        slack_bot_token=api.token, slack_signing_secret=signer.secret, slack_api_url=api.url
+    )
+    services = build_services(settings, secrets, Path(tmp.name) / "bench.db")
+    services.engine = PlanOnlyEngine()
+    request_ids = [
+        approvals.create_request(
+            services,
+            runbook="add-swap",
+            host="web-1",
+            params={"path": f"/swap{n}"},
+            requested_by="U0CAROL",
+        ).id
+        for n in range((rounds + 1) * concurrency)
+    ]
+    # Start from a delivered outbox, as a bot in production would be.
+    services.outbox.post_interval = 0.0
+    await services.outbox.drain(300)
+    services.outbox.post_interval = 1.0
+    ours_runner, ours_url = await serve(build_web_app(services))
+    bare_runner, bare_url = await serve(bare_app(api, signer.secret))
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        async with ClientSession(connector=TCPConnector(limit=concurrency * 2)) as session:
+
+            def commands() -> list[tuple[bytes, dict]]:
+                out = []
+                for _ in range(concurrency):
+                    body = signer.slash_command("help", user_id="U0ALICE")
+                    out.append(signer.sign(body))
+                return out
+
+            def clicks(real: bool = True) -> list[tuple[bytes, dict]]:
+                out = []
+                for _ in range(concurrency):
+                    # The bare app never looks at the id; ours approves a fresh request each.
+                    value = request_ids.pop() if real else "R-0000000000"
+                    body = signer.block_actions("approve_request", value, user_id="U0ALICE")
+                    out.append(signer.sign(body))
+                return out
+
+            # Warm-up: Bolt's first request calls auth.test; connections get opened.
+            for url in (ours_url, bare_url):
+                await batch(session, url, commands())
+                await batch(session, url, clicks(real=url == ours_url))
+            await runs.wait_idle()
+            for _ in range(rounds):
+                for kind in ("help", "click"):
+                    for name, url in (("bare", bare_url), ("ours", ours_url)):
+                        bodies = commands() if kind == "help" else clicks(real=name == "ours")
+                        results.setdefault((kind, name), []).extend(
+                            await batch(session, url, bodies)
+                        )
+                        # Each burst starts quiet: the work after the acks of the last is done.
+                        await runs.wait_idle()
+    finally:
+        await runs.wait_idle()
+        await ours_runner.cleanup()
+        await bare_runner.cleanup()
+        services.close()
+        api.stop()
+        tmp.cleanup()
+
+    print(f"ack latency, {rounds} rounds × {concurrency} concurrent requests per kind and app")
+    print(f"{'kind':<6} {'app':<5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    worst = 0.0
+    for kind in ("help", "click"):
+        for name in ("bare", "ours"):
+            values = results[(kind, name)]
+            print(
+                f"{kind:<6} {name:<5} {pct(values, 50) * 1000:8.1f} {pct(values, 99) * 1000:8.1f}"
+                f" {statistics.mean(values) * 1000:8.1f}"
+            )
+        p50 = pct(results[(kind, "ours")], 50) / pct(results[(kind, "bare")], 50)
+        p99 = pct(results[(kind, "ours")], 99) / pct(results[(kind, "bare")], 99)
+        worst = max(worst, p99)
+        print(f"{kind:<6} ratio ours/bare: p50 {p50:.2f}×  p99 {p99:.2f}×  (goal p99 ≤ 1.30×)")
+    print("goal met" if worst <= 1.3 else f"goal NOT met: worst p99 ratio {worst:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.rounds, args.concurrency)))
