@@ -206,7 +206,7 @@ async def confirm_subscription(services: Services, message: dict[str, Any]) -> N
 async def alerts_from_notification(services: Services, message: dict[str, Any]) -> list[Alert]:
     try:
         alarm = json.loads(message["Message"])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply, not a ValueError
         raise InputError("the SNS Message is not a CloudWatch alarm (not JSON)") from None
     if not isinstance(alarm, dict) or not isinstance(alarm.get("AlarmName"), str):
         raise InputError("the SNS Message is not a CloudWatch alarm (no AlarmName)")
