@@ -208,10 +208,14 @@ async def test_a_cancelled_run_frees_the_host_and_is_audited_interrupted(service
     name = register_blocking_runbook(monkeypatch, seconds=0.5)
     request = job(name, HOST)
     task = asyncio.ensure_future(execute(services, request))
-    while not services.db.query_one(
-        "SELECT 1 AS x FROM execution_steps WHERE name = 'block' AND state = 'running'"
-    ):
-        await asyncio.sleep(0.01)
+
+    async def blocked() -> None:
+        while not services.db.query_one(
+            "SELECT 1 AS x FROM execution_steps WHERE name = 'block' AND state = 'running'"
+        ):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(blocked(), timeout=30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
