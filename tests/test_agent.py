@@ -238,3 +238,23 @@ def test_once_prints_what_it_would_send_without_sending(box, receiver, run_agent
     oom = next(a for a in lines if a["kind"] == "oom_kill")
     assert oom["details"]["victim"] == "mysqld"
     assert receiver.answers() == []  # nothing was sent, not even the hello
+
+
+def test_a_kernel_log_that_appears_later_is_waited_for_and_read(box, receiver, run_agent):
+    later = box.root / "not-yet.log"
+    agent = run_agent(receiver.url, "--kernel-log", str(later))
+    wait_until(receiver.hellos)
+    later.write_text("[    0.000000] Linux version 6.1.0-18-amd64\n")  # created after start
+    box.kern_log = later
+    box.oom("oom-4.15.log")
+    [alert] = receiver.wait_for("oom_kill")
+    assert alert["details"]["victim"] == "java"
+    assert agent.log().count("is not readable yet") == 1
+
+
+def test_a_spool_it_cannot_create_is_a_clear_error(receiver, run_agent, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    agent = run_agent(receiver.url, "--spool", str(blocker / "spool"))
+    assert agent.proc.wait(15) == 2
+    assert "error: cannot use the spool" in agent.log()

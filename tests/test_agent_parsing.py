@@ -219,3 +219,24 @@ def test_systemd_accepts_the_unit_as_written(tmp_path):
     )
     complaints = [line for line in check.stderr.splitlines() if str(unit) in line]
     assert complaints == []
+
+
+def test_dev_kmsg_is_read_one_record_at_a_time_without_blocking():
+    import socket
+
+    from bot.agent.kernel_log import KmsgSource
+
+    # /dev/kmsg hands out one record per read(); a SEQPACKET socket keeps boundaries alike.
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    reader.setblocking(False)
+    source = KmsgSource("kmsg-test", from_start=True, fd=reader.detach())
+    assert source.poll() == []
+    for record in (KERNEL / "kmsg-records.txt").read_text().splitlines():
+        writer.send(record.encode() + b"\n SUBSYSTEM=memory\n DEVICE=+memory:0\n")
+    lines = source.poll()
+    assert len(lines) == 4 and all("SUBSYSTEM" not in line for line in lines)
+    parser = OomParser()
+    [kill] = [k for line in lines for k in parser.feed(line, 0.0)]
+    assert kill.name == "mysqld"
+    source.close()
+    writer.close()

@@ -137,9 +137,11 @@ class KmsgSource:
     """``/dev/kmsg``: one record per read, non-blocking; starts at the end unless
     ``from_start`` (the ring buffer's oldest record)."""
 
-    def __init__(self, path: str = "/dev/kmsg", *, from_start: bool = False) -> None:
+    def __init__(
+        self, path: str = "/dev/kmsg", *, from_start: bool = False, fd: int | None = None
+    ) -> None:
         self.name = path
-        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK) if fd is None else fd
         if not from_start:
             os.lseek(self._fd, 0, os.SEEK_END)
 

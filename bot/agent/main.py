@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.agent.kernel_log import OomParser, open_source
+from bot.agent.kernel_log import OomParser, Source, open_source
 from bot.agent.options import AgentConfig, AgentConfigError, build_config, parse_argv
 from bot.agent.rules import Alert, Watcher
 
@@ -50,7 +50,12 @@ def run(config: AgentConfig) -> int:
     )
     if config.once:
         return once(config)
-    return Agent(config).run()
+    try:
+        agent = Agent(config)
+    except OSError as exc:
+        log.error("error: cannot use the spool %s (%s); choose one with --spool", config.spool, exc)
+        return 2
+    return agent.run()
 
 
 def observed(alert: Alert, host: str) -> dict[str, Any]:
@@ -153,6 +158,19 @@ class Agent:
         log.info("alert #%d %s (%s): %s", seq, alert.kind, state, alert.summary)
         self.sender.wake()
 
+    def _read_kernel_log(self, source: Source, now: float) -> None:
+        try:
+            kills = []
+            for line in source.poll():
+                kills += self.parser.feed(line, now)
+            kills += self.parser.flush(now)
+        except Exception:  # a line nobody foresaw must not end the watching
+            self.watcher.say_once("kernel-log-bug", "could not parse the kernel log; skipping")
+            log.debug("kernel log parsing failed", exc_info=True)
+            return
+        for kill in kills:
+            self.enqueue(self.watcher.oom_alert(kill))
+
     def run(self) -> int:
         from bot.agent.sender import check_endpoint
 
@@ -171,11 +189,7 @@ class Agent:
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
-                kills = []
-                for line in source.poll():
-                    kills += self.parser.feed(line, now)
-                for kill in kills + self.parser.flush(now):
-                    self.enqueue(self.watcher.oom_alert(kill))
+                self._read_kernel_log(source, now)
                 if now >= next_check:
                     alerts = self.watcher.check(now, time.time())
                     for alert in alerts:

@@ -134,7 +134,7 @@ class Watcher:
         for kind, check in self._checks():
             try:
                 finding = check()
-            except (OSError, ValueError, IndexError) as exc:
+            except Exception as exc:  # a broken probe must not stop the others, nor the agent
                 self.say_once(kind, f"{kind}: cannot check ({exc}); will keep trying")
                 continue
             if finding is None:
