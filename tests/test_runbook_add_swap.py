@@ -184,3 +184,19 @@ async def test_an_unreachable_host_fails_at_the_preflight_naming_the_fix(
     assert f"check hosts.{HOST}.ssh" in result.error
     assert lock_holder(svc, HOST) is None
     svc.close()
+
+
+async def test_the_host_is_reached_through_its_gateway(sshd, settings_factory, tmp_path):
+    # The sshd is both the bastion and (through a tunnel) the host behind it.
+    bastion = sshd.host_config()["ssh"]
+    host = {"ssh": {**bastion, "gateway": "bastion"}}
+    svc = make_services(
+        settings_factory(hosts={HOST: host}, ssh={"gateways": {"bastion": bastion}}),
+        tmp_path / "s.db",
+    )
+    mark = sshd.mark()
+    result = await execute(svc, job("add-swap", HOST, size="1G", path=tmp_path / "no" / "swap"))
+    assert result.failed_step == "preflight" and "does not exist" in result.error
+    sshd.wait_for_log("Accepted publickey", count=2, since=mark)
+    assert sshd.connections(mark) == 2  # one to the bastion, one through its tunnel
+    svc.close()

@@ -149,3 +149,23 @@ def test_the_plan_names_every_call_and_touches_nothing(services, aws_env, instan
     assert "InstanceType={'Value': 't3.large'}" in text
     assert "instance_status_ok" in text
     assert aws_env.count() == 0
+
+
+async def test_failed_status_checks_after_the_start_roll_back_to_the_old_type(
+    services, instance_id, aws_env
+):
+    ec2 = services.aws("ec2")
+
+    def impaired(params, **_):
+        raise ClientError(
+            {"Error": {"Code": "Unavailable", "Message": "status checks impaired"}},
+            "DescribeInstanceStatus",
+        )
+
+    ec2.meta.events.register("provide-client-params.ec2.DescribeInstanceStatus", impaired)
+    result = await execute(services, job("resize-instance", HOST, type="t3.large"))
+
+    assert result.state == "rolled_back" and result.failed_step == "status"
+    instance = _instance(instance_id)
+    assert (instance["InstanceType"], instance["State"]["Name"]) == ("t3.medium", "running")
+    assert aws_env.count(action="StopInstances") == 2  # the resize, then the rollback
