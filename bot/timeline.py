@@ -49,6 +49,8 @@ class Timeline:
     mitigated_at: datetime | None = None
     resolved_at: datetime | None = None
     outcome: str = "open"
+    # request id -> "resize-instance type=t3.large: asked by U0ALICE, approved by U0BOB"
+    decisions: dict[str, str] = field(default_factory=dict)
 
     @property
     def time_to_mitigation(self) -> float | None:
@@ -117,16 +119,38 @@ def build_timeline(audit: AuditLog, incident_id: str) -> Timeline:
             last_mark[request_id] = ts
         if action in END_ACTIONS:
             timeline.outcome = _outcome(action, row)
+            if action.startswith("execution."):
+                duration = _explicit_duration(detail)  # the whole run
             if action == "execution.succeeded" and timeline.mitigated_at is None:
                 timeline.mitigated_at = ts
         if action == "incident.resolved":
             timeline.resolved_at = ts
             if timeline.outcome == "open":
                 timeline.outcome = "resolved"
+        if request_id and action in _DECISION_VERBS:
+            _note_decision(timeline, row, detail)
         timeline.entries.append(
             Entry(ts, row["actor"], action, describe(row, detail), request_id, duration)
         )
     return timeline
+
+
+_DECISION_VERBS = {
+    "request.created": "asked by {actor}",
+    "request.approved": "approved by {actor}",
+    "request.rejected": "rejected by {actor}",
+    "request.denied": "{actor} not allowed to approve",
+    "request.expired": "expired",
+}
+
+
+def _note_decision(t: Timeline, row: dict[str, Any], detail: dict[str, Any]) -> None:
+    part = _DECISION_VERBS[row["action"]].format(actor=row["actor"])
+    key = row["request_id"]
+    if row["action"] == "request.created" or key not in t.decisions:
+        head = f"{row['runbook'] or '?'}{_params(detail)} ({key})"
+        t.decisions.setdefault(key, head)
+    t.decisions[key] += (": " if ": " not in t.decisions[key] else ", ") + part
 
 
 def _explicit_duration(detail: dict[str, Any]) -> float | None:
@@ -271,6 +295,7 @@ def summary_lines(t: Timeline) -> list[tuple[str, str]]:
         ("Resolved", _clock(t.resolved_at) if t.resolved_at else "not yet"),
         ("Outcome", t.outcome),
         ("People and systems involved", ", ".join(t.actors)),
+        *(("Request", text) for text in t.decisions.values()),
     ]
 
 

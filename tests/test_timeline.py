@@ -144,6 +144,10 @@ def test_markdown_tells_the_story_in_order_with_actors_and_durations(recorded: P
     assert "- **Time to mitigation:** 5m" in out
     assert "- **Outcome:** resize-instance succeeded" in out
     assert "- **First alert:** 2026-12-04 09:00:05Z" in out
+    assert (
+        "- **Request:** resize-instance type=t3.large (R-7): asked by U0ALICE,"
+        " U0CAROL not allowed to approve, approved by U0BOB" in out
+    )
     assert "db-01" not in out
 
 
