@@ -110,10 +110,11 @@ async def _stop_background(app: web.Application) -> None:
 def background_jobs() -> list[Callable[[Services], Coroutine[Any, Any, None]]]:
     """Long-running jobs of a serving bot. Modules add theirs here (one line each)."""
 
+    from bot.incidents import incident_message_sync
     from bot.runs import housekeeping as approvals_housekeeping
     from runbooks.engine import recovery_job as interrupted_runbooks  # once, at start-up
 
     async def outbox_worker(services: Services) -> None:
         await services.outbox.run()
 
-    return [outbox_worker, approvals_housekeeping, interrupted_runbooks]
+    return [outbox_worker, approvals_housekeeping, interrupted_runbooks, incident_message_sync]

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.errors import AuthError, InputError
-from bot.incidents import accept
+from bot.incidents import accept_async
 from bot.intake.model import Alert
 from bot.services import Services
 
@@ -102,7 +102,7 @@ async def handle_with(
     if not alerts:
         return web.json_response({"ok": True, "alerts": 0, "incidents": []})
     try:
-        outcomes = accept(services, alerts)
+        outcomes = await accept_async(services, alerts)
     except sqlite3.Error as exc:
         # Nothing was committed (the transaction rolled back): the sender must retry.
         log.error("could not store %d alert(s) from %s: %s", len(alerts), source, exc)
