@@ -240,3 +240,14 @@ def test_dev_kmsg_is_read_one_record_at_a_time_without_blocking():
     assert kill.name == "mysqld"
     source.close()
     writer.close()
+
+
+def test_journalctl_short_monotonic_lines_keep_the_kernel_time():
+    parser = OomParser()
+    line = (
+        "[1234567.123699] prod-web-01 kernel: Out of memory: Killed process 1234 (mysqld) "
+        "total-vm:2520212kB, anon-rss:1603456kB, file-rss:0kB, shmem-rss:0kB, UID:27 "
+        "pgtables:3668kB oom_score_adj:0"
+    )
+    [kill] = parser.feed(line, 0.0)
+    assert (kill.name, kill.kernel_time) == ("mysqld", pytest.approx(1234567.123699))

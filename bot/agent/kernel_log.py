@@ -288,17 +288,19 @@ def _human_kb(kb: int) -> str:
 
 def _kernel_time(line: str) -> tuple[str, float | None]:
     """The kernel's message without a ``/dev/kmsg``, syslog or ``[seconds]`` prefix, and
-    the kernel time (seconds since boot) when the line carries it."""
+    the kernel time (seconds since boot) when the line carries it. Handles raw records,
+    ``dmesg``/kern.log lines and ``journalctl -o short-monotonic`` (``[t] host kernel: …``)."""
     match = _KMSG_PREFIX.match(line)
     if match:
         return line[match.end() :], int(match.group(3)) / 1e6
+    stamp = _BRACKET_TIME.search(line)
+    ktime = float(stamp.group(1)) if stamp else None
     syslog = _SYSLOG_KERNEL.search(line)
     if syslog:
         line = line[syslog.end() :]
-    stamp = _BRACKET_TIME.match(line.lstrip())
-    if stamp:
-        return line.lstrip()[stamp.end() :], float(stamp.group(1))
-    return line, None
+    line = line.lstrip()
+    bracket = _BRACKET_TIME.match(line)
+    return (line[bracket.end() :] if bracket else line), ktime
 
 
 class OomParser:

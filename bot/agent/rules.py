@@ -247,7 +247,8 @@ class Watcher:
         return Finding(
             pct >= self.config.cpu,
             "warning",
-            f"CPU busy on {self.host}: {pct:.0f}% for over {_human(self.config.cpu_hold)}",
+            f"CPU busy on {self.host}: {pct:.0f}% "
+            + ("right now" if self.config.once else f"for over {_human(self.config.cpu_hold)}"),
             f"CPU on {self.host} is back to normal ({pct:.0f}% busy)",
             facts,
         )
