@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import re
 import sys
 import time
 from contextlib import AsyncExitStack
@@ -123,6 +124,9 @@ def rendered(text: str, blocks: list[dict[str, Any]] | None) -> tuple[str, list[
     return body, buttons
 
 
+_STEPS_RE = re.compile(r": (\d+) steps\b")
+
+
 class DemoTerminal:
     """A ``Transport`` that prints to the terminal and numbers every button it shows.
 
@@ -132,11 +136,17 @@ class DemoTerminal:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.buttons: list[dict[str, Any]] = []  # button number n is self.buttons[n - 1]
-        self.messages: dict[str, dict[str, Any]] = {}  # ts -> {"key", "buttons"}
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.steps_total: int | None = (
+            None  # from the engine's "…: 7 steps" post  # ts -> {"key", "buttons"}
+        )
         self._n = 0
 
     def _show(self, title: str, text: str, blocks: list[dict] | None, style: str) -> list:
         body, buttons = rendered(text, blocks)
+        found = _STEPS_RE.search(body)
+        if found:
+            self.steps_total = int(found.group(1))
         if not buttons and "\n" not in body.strip() and len(body) < 200:
             # Progress lines in a thread: one line each, not a box each.
             self.console.print(Text(f"  ↳ {body.strip()}", style="dim" if "▶" in body else ""))
@@ -489,7 +499,15 @@ class Demo:
                 return
 
     async def follow(self, request_id: str) -> dict[str, Any]:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        """A progress bar over the run's steps (from the engine's audit rows), until it ends."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         from bot.audit import detail_of
         from bot.timeline import describe
@@ -498,24 +516,30 @@ class Demo:
         self.console.rule(f"4 · {runbook} against the sandbox")
         ends = ("execution.succeeded", "execution.failed", "execution.rolled_back")
         deadline = time.monotonic() + WAIT
-        seen = 0
         done: list[dict[str, Any]] = []
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=self.console,
         ) as progress:
             task = progress.add_task(f"{runbook}: waiting to start", total=None)
             while time.monotonic() < deadline:
                 rows = self.services.audit.list(request_id=request_id)
-                steps = [r for r in rows if r["action"].startswith("execution.")]
-                for r in steps[seen:]:
-                    progress.update(task, description=f"{runbook}: {describe(r, detail_of(r))}")
-                seen = len(steps)
-                done = [r for r in steps if r["action"] in ends]
+                runs = [r for r in rows if r["action"].startswith("execution.")]
+                steps = [r for r in runs if r["action"] == "execution.step"]
+                total = self.terminal.steps_total
+                if runs:
+                    progress.update(
+                        task,
+                        description=f"{runbook}: {describe(runs[-1], detail_of(runs[-1]))[:60]}",
+                        completed=len(steps),
+                        total=max(total or 0, len(steps)) or None,
+                    )
+                done = [r for r in runs if r["action"] in ends]
                 if done:
-                    progress.update(task, total=1, completed=1)
                     break
                 await asyncio.sleep(0.1)
             else:
