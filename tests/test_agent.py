@@ -9,7 +9,7 @@ import json
 import time
 
 from helpers import free_port, wait_until
-from test_agent_receiver import Receiver, box, receiver, run_agent  # noqa: F401
+from test_agent_receiver import Receiver, box, receiver, replace_file, run_agent  # noqa: F401
 
 
 def test_an_oom_kill_arrives_within_2s_naming_the_victim(box, receiver, run_agent):
@@ -204,7 +204,7 @@ def test_sustained_cpu_fires_after_it_holds(box, receiver, run_agent):
     def tick() -> bool:  # 95% busy since the last look
         nonlocal busy, idle
         busy, idle = busy + 95, idle + 5
-        stat.write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n")
+        replace_file(stat, f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n")
         return bool(receiver.alerts("cpu_high"))
 
     wait_until(tick, interval=0.1)

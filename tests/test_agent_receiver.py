@@ -236,11 +236,11 @@ class Box:
 
     def pressure(self, high: bool) -> None:
         source = PAYLOADS / "pressure-memory-high" if high else PAYLOADS / "proc/pressure/memory"
-        _replace(self.proc / "pressure" / "memory", source.read_text())
+        replace_file(self.proc / "pressure" / "memory", source.read_text())
 
     def meminfo(self, name: str) -> None:
         text = (PAYLOADS / name if name != "normal" else PAYLOADS / "proc/meminfo").read_text()
-        _replace(self.proc / "meminfo", text)
+        replace_file(self.proc / "meminfo", text)
 
     def oom(self, name: str) -> None:
         """Append the OOM report ``kernel/<name>`` to the kernel log, as the kernel does."""
@@ -267,7 +267,8 @@ class Box:
         return sorted(p for p in self.spool.glob("*.json") if p.stem.isdigit())
 
 
-def _replace(path: Path, text: str) -> None:
+def replace_file(path: Path, text: str) -> None:
+    """Swap a file's content at once, as the kernel's /proc files never show half."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
