@@ -43,7 +43,7 @@ def plan_command(runbook: str, host: str, params: tuple[str, ...], config_file: 
     services = open_services(config_file)
     try:
         try:
-            checked = validate(services, runbook, host, parse_pairs(params))
+            checked = validate(services, runbook, host, parse_pairs(params), check_lock=False)
             steps = plan(services, runbook, host, checked)
         except InputError as exc:
             services.audit.append(

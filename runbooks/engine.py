@@ -101,13 +101,24 @@ def _target(services: Services, runbook: Runbook, host: str) -> Target:
 
 
 def validate(
-    services: Services, runbook: str, host: str, raw_params: dict[str, Any]
+    services: Services,
+    runbook: str,
+    host: str,
+    raw_params: dict[str, Any],
+    *,
+    check_lock: bool = True,
 ) -> dict[str, Any]:
     """Checked parameters with defaults filled in, or InputError (one line). Callers audit
-    ``input.rejected``. Checks that need AWS (instance types, ASG bounds) call the API."""
+    ``input.rejected``. Checks that need AWS (instance types, ASG bounds) call the API.
+    A host busy with another runbook is refused naming who holds it (``check_lock=False``
+    for read-only uses such as ``stabilize plan``)."""
     rb = get_runbook(runbook)
     target = _target(services, rb, host)
     params = parse_params(rb.name, rb.params, raw_params or {})
+    if check_lock:
+        held = store.lock_holder(services, host)
+        if held is not None:
+            raise InputError(store.describe_lock(held) + " (ask again when it has finished)")
     if rb.check is not None:
         params = rb.check(target, params)
     return params
@@ -183,7 +194,9 @@ async def execute(
         raw = {k: str(v) for k, v in job.params.items()}
         # Re-checked right before the run (the target may have changed since the approval);
         # in a thread, because the checks may call the AWS API.
-        params = await asyncio.to_thread(validate, services, job.runbook, job.host, raw)
+        params = await asyncio.to_thread(
+            validate, services, job.runbook, job.host, raw, check_lock=False
+        )
         steps_plan = plan(services, job.runbook, job.host, params)
     except InputError as exc:
         result.error = str(exc)
@@ -400,9 +413,15 @@ class Engine:
         return get_runbook(name)
 
     def validate(
-        self, services: Services, runbook: str, host: str, raw_params: dict[str, Any]
+        self,
+        services: Services,
+        runbook: str,
+        host: str,
+        raw_params: dict[str, Any],
+        *,
+        check_lock: bool = True,
     ) -> dict[str, Any]:
-        return validate(services, runbook, host, raw_params)
+        return validate(services, runbook, host, raw_params, check_lock=check_lock)
 
     def plan(
         self, services: Services, runbook: str, host: str, params: dict[str, Any]

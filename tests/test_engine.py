@@ -21,6 +21,7 @@ from runbook_fixtures import (
     register_blocking_runbook,
 )
 
+from bot.errors import InputError
 from bot.services import build_services
 from runbooks.engine import (
     Engine,
@@ -28,6 +29,7 @@ from runbooks.engine import (
     execute,
     lock_holder,
     recover_interrupted,
+    validate,
 )
 from runbooks.model import Timing
 
@@ -51,10 +53,15 @@ async def test_a_busy_host_is_refused_naming_who_holds_it(services, tmp_path):
     first = _missing_folder_job(tmp_path)
     services.audit.append("U0BOB", "request.approved", host=HOST, request_id=first.request_id)
     seen: list = []
+    busy_request_error: list[str] = []
 
     async def meanwhile(text: str) -> None:
         if not seen:  # while the first run holds the lock, a second one is asked for
             seen.append(await execute(services, _missing_folder_job(tmp_path)))
+            try:
+                validate(services, "add-swap", HOST, {"size": "2G"})
+            except InputError as exc:
+                busy_request_error.append(str(exc))
 
     await execute(services, first, progress=meanwhile)
     second = seen[0]
@@ -62,6 +69,8 @@ async def test_a_busy_host_is_refused_naming_who_holds_it(services, tmp_path):
     assert second.error.startswith(f"{HOST} is busy: add-swap {first.request_id} approved by U0BOB")
     assert " since " in second.error
     assert lock_holder(services, HOST) is None  # released after the first run
+    # Asking for another runbook while the host is busy is refused the same way.
+    assert busy_request_error[0].startswith(f"{HOST} is busy: add-swap {first.request_id}")
     refusal = services.audit.list(request_id=second.request_id)
     assert [r["action"] for r in refusal] == ["execution.failed"]
     assert json.loads(refusal[0]["detail"])["refused"] is True
