@@ -116,6 +116,12 @@ async def drained(url: str) -> bool:
         return (await r.json()).get("outbox_pending") == 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (and its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -175,12 +181,16 @@ async def main() -> None:
             # Warm both up, then alternate rounds so both see the same machine load (other
             # processes share these cores); the best round of each is compared.
             await storm(bare_url + "/alerts/agent", payloads[:200], args.concurrency)
-            baselines, rates = [], []
+            baselines, rates, bare_cpu, bot_cpu = [], [], [], []
             for _ in range(args.rounds):
+                before = cpu_seconds(bare.pid)
                 baselines.append(
                     await storm(bare_url + "/alerts/agent", payloads, args.concurrency)
                 )
+                bare_cpu.append((cpu_seconds(bare.pid) - before) / len(payloads) * 1e6)
+                before = cpu_seconds(bot.pid)
                 rates.append(await storm(bot_url + "/alerts/agent", payloads, args.concurrency))
+                bot_cpu.append((cpu_seconds(bot.pid) - before) / len(payloads) * 1e6)
             baseline, stabilize = max(baselines), max(rates)
             started = time.perf_counter()
             while not await drained(bot_url):
@@ -200,6 +210,12 @@ async def main() -> None:
     print(f"bare aiohttp 200:  {baseline:8.0f} alerts/s  (rounds: {_fmt(baselines)})")
     print(f"stabilize serve:   {stabilize:8.0f} alerts/s  (rounds: {_fmt(rates)}; committed first)")
     print(f"ratio:             {stabilize / baseline:8.2f} (goal >= 0.5)")
+    # Server CPU per alert does not depend on what else the machine runs meanwhile.
+    cpu_bare, cpu_bot = min(bare_cpu), min(bot_cpu)
+    print(
+        f"server CPU/alert:  bare {cpu_bare:.0f} µs, stabilize {cpu_bot:.0f} µs"
+        f" → CPU-bound ratio {cpu_bare / cpu_bot:.2f}"
+    )
     print(
         f"slack calls per incident: {len(top) / incidents:.1f} top-level post,"
         f" {(len(posts) - len(top)) / incidents:.1f} thread posts,"
