@@ -96,7 +96,7 @@ def check_shape(message: Any) -> None:
     if not isinstance(message, dict):
         raise InputError("not an SNS message: expected a JSON object")
     kind = message.get("Type")
-    if kind not in SIGNED_FIELDS:
+    if not isinstance(kind, str) or kind not in SIGNED_FIELDS:  # a list is unhashable
         raise InputError(
             f"not an SNS message: Type must be one of {', '.join(SIGNED_FIELDS)}, got {kind!r}"
         )
