@@ -298,6 +298,7 @@ async def test_sns_route_refuses_every_forged_or_malformed_message(hostile):
         bad("malformed JSON", b'{"Type": "Notification",'),
         bad("JSON array", b"[]"),
         bad("unknown Type", {**good, "Type": "Nope"}),
+        bad("Type a list", {**good, "Type": []}),
         bad("MessageId missing", {k: v for k, v in good.items() if k != "MessageId"}),
         bad("Subject a number", {**good, "Subject": 7}),
         bad("deeply nested JSON", deep_json()),
