@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from runbook_fixtures import actions, job, make_services
 
 from bot.errors import InputError
@@ -105,3 +106,29 @@ def test_plan_shows_the_call(services):
     steps = plan(services, "scale-asg", HOST, {"desired": "2"})
     text = "\n".join(s.text for s in steps)
     assert "set_desired_capacity(AutoScalingGroupName='web-asg', DesiredCapacity=2" in text
+
+
+async def test_a_failure_while_waiting_puts_the_old_capacity_back(services):
+    auto = services.aws("autoscaling")
+    scaled = []
+
+    def note(params, **_):
+        scaled.append(params["DesiredCapacity"])
+
+    def unreachable(params, **_):
+        if scaled:  # the group was scaled: now the API stops answering
+            raise ClientError(
+                {"Error": {"Code": "ServiceUnavailable", "Message": "try later"}},
+                "DescribeAutoScalingGroups",
+            )
+
+    auto.meta.events.register("provide-client-params.autoscaling.SetDesiredCapacity", note)
+    auto.meta.events.register(
+        "provide-client-params.autoscaling.DescribeAutoScalingGroups", unreachable
+    )
+    result = await execute(services, job("scale-asg", HOST, desired=3))
+
+    assert result.state == "rolled_back" and result.failed_step == "wait"
+    assert "ServiceUnavailable" in result.error
+    assert scaled == [3, 1]
+    assert _group()["DesiredCapacity"] == 1
