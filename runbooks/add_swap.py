@@ -55,7 +55,7 @@ def commands(params: dict[str, Any]) -> dict[str, str]:
         ),
         "verify": "swapon --show=NAME,SIZE --noheadings --raw --bytes; echo ---; cat /proc/swaps",
         "rollback-swapoff": f"swapoff {p} 2>/dev/null; rm -f {p}; test ! -e {p}",
-        "rollback-fstab": (f"grep -vxF {line} {f} > {tmp}; cat {tmp} > {f} && rm -f {tmp}"),
+        "rollback-fstab": f"grep -vxF {line} {f} > {tmp}; cat {tmp} > {f} && rm -f {tmp}",
     }
 
 
@@ -68,7 +68,10 @@ PARAMS = (
 
 def plan(target: Target, params: dict[str, Any]) -> list[PlanStep]:
     cmds = commands(params)
-    wrap = lambda name: wrap_command(target.host, cmds[name])  # noqa: E731
+
+    def wrap(name: str) -> str:
+        return wrap_command(target.host, cmds[name])
+
     where = describe_target(target.services, target.name, target.host)
     return [
         PlanStep("target", "note", f"on {target.name} {where}"),
@@ -126,7 +129,6 @@ def _preflight(ctx: RunContext) -> str:
             f" free, {human_size(need)} needed (size + 10 %); choose a smaller size= or"
             " another path="
         )
-    ctx.state["fstab_present"] = facts.get("fstab") == "yes"
     return f"{human_size(int(avail))} free; {path} is free"
 
 
