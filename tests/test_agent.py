@@ -258,3 +258,19 @@ def test_a_spool_it_cannot_create_is_a_clear_error(receiver, run_agent, tmp_path
     agent = run_agent(receiver.url, "--spool", str(blocker / "spool"))
     assert agent.proc.wait(15) == 2
     assert "error: cannot use the spool" in agent.log()
+
+
+def test_oom_kills_resolve_after_a_quiet_spell_so_the_next_is_a_new_incident(
+    box, receiver, run_agent
+):
+    run_agent(receiver.url, "--oom-clear", "800ms")
+    wait_until(receiver.hellos)
+    box.oom_kill(6001, "php-fpm")
+    box.oom_kill(6002, "php-fpm")
+    receiver.wait_for("oom_kill", 3)  # two kills, each sent, then quiet
+    first, second, quiet = receiver.alerts("oom_kill")
+    assert [first["details"]["pid"], second["details"]["pid"]] == [6001, 6002]
+    assert quiet["resolved"] is True and quiet["details"]["kills"] == 2
+    assert "No more OOM kills" in quiet["summary"]
+    box.oom_kill(6003, "mysqld")
+    assert not receiver.wait_for("oom_kill", 4)[3].get("resolved")

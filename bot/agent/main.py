@@ -169,7 +169,9 @@ class Agent:
             log.debug("kernel log parsing failed", exc_info=True)
             return
         for kill in kills:
-            self.enqueue(self.watcher.oom_alert(kill))
+            self.enqueue(self.watcher.oom_alert(kill, now, time.time()))
+        if kills:
+            self._save_state()
 
     def run(self) -> int:
         from bot.agent.sender import check_endpoint

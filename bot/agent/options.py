@@ -68,6 +68,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("clear", "duration", "60s", "A fired condition must be clear this long.", "DURATION"),
     Option("cpu_hold", "duration", "5m", "Sustained CPU: how long busy before firing.", "DURATION"),
     Option(
+        "oom_clear", "duration", "10m", "OOM kills resolve after this long without one.", "DURATION"
+    ),
+    Option(
         "psi_some", "percent", "20", "Memory PSI some avg10 (%) that counts as pressure.", "PCT"
     ),
     Option("psi_full", "percent", "5", "Memory PSI full avg10 (%) that is critical.", "PCT"),
@@ -105,6 +108,7 @@ class AgentConfig(NamedTuple):
     hold: float = 30.0
     clear: float = 60.0
     cpu_hold: float = 300.0
+    oom_clear: float = 600.0
     psi_some: float = 20.0
     psi_full: float = 5.0
     mem_available: float = 10.0

@@ -111,12 +111,20 @@ class Watcher:
         for kind, state in (open_state or {}).items():
             if kind in self.conditions and isinstance(state, dict) and "severity" in state:
                 self.conditions[kind].open = state
+        # OOM kills are events: each is sent, and the first opens an alert that resolves
+        # after --oom-clear without another kill, so the next bad spell is a new incident.
+        oom = (open_state or {}).get("oom_kill")
+        self.oom_open: dict[str, Any] | None = oom if isinstance(oom, dict) else None
+        self._last_kill: float | None = None
         self._cpu: tuple[int, int] | None = None
         self._said: set[str] = set()
         self._wanted = {probes.comm_name(s): s for s in config.services}
 
     def open_state(self) -> dict[str, Any]:
-        return {k: c.open for k, c in self.conditions.items() if c.open is not None}
+        state = {k: c.open for k, c in self.conditions.items() if c.open is not None}
+        if self.oom_open is not None:
+            state["oom_kill"] = self.oom_open
+        return state
 
     def _checks(self) -> list[tuple[str, Callable[[], Finding | None]]]:
         checks: list[tuple[str, Callable[[], Finding | None]]] = [
@@ -131,6 +139,9 @@ class Watcher:
 
     def check(self, now: float, wall: float) -> list[Alert]:
         alerts = []
+        quiet = self.oom_quiet(now)
+        if quiet is not None:
+            alerts.append(quiet)
         for kind, check in self._checks():
             try:
                 finding = check()
@@ -283,14 +294,43 @@ class Watcher:
             {"missing": missing, "watched": list(self.config.services)},
         )
 
-    def oom_alert(self, kill: OomKill) -> Alert:
+    def oom_alert(self, kill: OomKill, now: float | None = None, wall: float = 0.0) -> Alert:
+        """The alert for one kill; with ``now``, also track the open OOM alert."""
         details: dict[str, Any] = {"victim": kill.name, "pid": kill.pid, "rss_kb": kill.rss_kb}
         details.update(kill.details)
         try:
             details.update(self.memory_facts())
         except (OSError, ValueError):
             pass
+        if now is not None:
+            self._last_kill = now
+            if self.oom_open is None:
+                self.oom_open = {"severity": "critical", "since": wall, "kills": 0}
+            self.oom_open["kills"] = int(self.oom_open.get("kills", 0)) + 1
+            self.oom_open["last_victim"] = kill.name
         return Alert("oom_kill", "critical", kill.summary(self.host), details)
+
+    def oom_quiet(self, now: float) -> Alert | None:
+        if self.oom_open is None:
+            return None
+        if self._last_kill is None:
+            self._last_kill = now  # restarted with one open: wait a full quiet period
+        if now - self._last_kill < self.config.oom_clear:
+            return None
+        opened, self.oom_open = self.oom_open, None
+        kills = int(opened.get("kills", 1))
+        return Alert(
+            "oom_kill",
+            "critical",
+            f"No more OOM kills on {self.host} for {_human(self.config.oom_clear)} "
+            f"({kills} kill{'s' if kills != 1 else ''}, the last of {opened.get('last_victim')})",
+            {
+                "kills": kills,
+                "last_victim": opened.get("last_victim"),
+                "fired_at": opened.get("since"),
+            },
+            True,
+        )
 
 
 def _human(seconds: float) -> str:
