@@ -139,8 +139,9 @@ def test_the_signature_is_the_contracts():
 def test_the_key_and_url_are_checked_before_anything_runs():
     with pytest.raises(AgentConfigError, match="STABILIZE_WEBHOOK_TOKEN"):
         build_config({"url": "http://127.0.0.1:3000", "host": "a"}, env={})
-    with pytest.raises(AgentConfigError, match="not an http"):
-        build_config({"url": "ftp://x", "host": "a"}, env={"STABILIZE_WEBHOOK_TOKEN": "k"})
+    for url in ("ftp://x", "http://bot:port/", "https://"):
+        with pytest.raises(AgentConfigError, match="not an http"):
+            build_config({"url": url, "host": "a"}, env={"STABILIZE_WEBHOOK_TOKEN": "k"})
     with pytest.raises(AgentConfigError, match="malformed duration"):
         build_config({"url": "http://x", "interval": "soon"}, env={"STABILIZE_WEBHOOK_TOKEN": "k"})
     config = build_config(

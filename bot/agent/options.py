@@ -153,7 +153,11 @@ def endpoint_url(url: str) -> str:
     """``https://bot.example.com`` → ``https://bot.example.com/alerts/agent``; a URL with a
     path is used as given."""
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise AgentConfigError(f"--url: {url!r} is not an http(s) URL")
     path = parts.path if parts.path not in ("", "/") else ENDPOINT_PATH
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
