@@ -124,7 +124,7 @@ class _Ingest:
                 (now, now, current["id"]),
             )
             self.open[key] = None
-            self.touched[current["id"]] = "update"
+            self.touched.setdefault(current["id"], "update")  # an unposted one stays "post"
             return self._record(alert, now, current["id"], "resolved")
         # A resolve for nothing open: a repeat of one already applied, or of an alarm never
         # seen firing. Either way it is recorded, and changes no incident.
