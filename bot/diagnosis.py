@@ -146,6 +146,9 @@ async def diagnose(
     an unknown host; anything that could not be gathered is named in ``errors``."""
     target = host if isinstance(host, HostTarget) else await resolve_host(services, host)
     facts = await gather_facts(services, target, runner=runner)
+    metrics = getattr(services, "metrics", None)
+    if metrics is not None and hasattr(metrics, "diagnoses"):
+        metrics.diagnoses.labels(facts.ssh_status, facts.aws_status).inc()
     result = evaluate(facts)
     return Diagnosis(target.name, facts, result.findings, result.recommendations)
 

@@ -46,6 +46,12 @@ class Metrics:
             ["op"],
             registry=self.registry,
         )
+        self.diagnoses = Counter(
+            "stabilize_diagnoses",
+            "Diagnoses run, by how the SSH and AWS facts went (ok, timeout, refused, error…)",
+            ["ssh", "aws"],
+            registry=self.registry,
+        )
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -61,6 +61,8 @@ async def test_diagnosis_is_posted_with_a_button_per_recommendation(services, sl
     assert detail["facts"]["instance_type"] == "t3.micro"
     assert detail["facts"]["cpu_avg_1h"] == 95.0
     assert detail["recommendations"] == [r.label() for r in d.recommendations]
+    metrics = services.metrics.render()[0].decode()
+    assert 'stabilize_diagnoses_total{aws="ok",ssh="skipped"} 1.0' in metrics
 
 
 async def test_an_incident_diagnosis_goes_in_the_incident_thread(services):
