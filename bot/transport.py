@@ -75,6 +75,15 @@ _PERMANENT = {
 }
 
 
+def _retry_after(headers: Any) -> float:
+    """Slack sends whole seconds; anything unreadable (or absent) means one second."""
+    value = headers.get("Retry-After", headers.get("retry-after")) if headers else None
+    try:
+        return min(max(float(value), 0.0), 3600.0) if value is not None else 1.0
+    except (TypeError, ValueError):
+        return 1.0
+
+
 def make_web_client(secrets: Secrets) -> AsyncWebClient:
     """slack_sdk's client pointed at ``SLACK_API_URL``. 429s are *not* retried here: the
     outbox owns that (it persists and reschedules), so a long rate limit never blocks a task."""
@@ -111,10 +120,9 @@ class SlackTransport:
             if self._on_error:
                 self._on_error(method, error or str(status))
             if status == 429:
-                after = float(
-                    resp_obj.headers.get("Retry-After", resp_obj.headers.get("retry-after", 1))
-                )
-                raise TransportRetry(f"{method}: rate limited", after) from None
+                raise TransportRetry(
+                    f"{method}: rate limited", _retry_after(resp_obj.headers)
+                ) from None
             if status >= 500:
                 raise TransportRetry(f"{method}: Slack answered {status}", 2.0) from None
             if error in _PERMANENT:
