@@ -183,6 +183,7 @@ class JournalSource:
         binary = shutil.which("journalctl")
         if binary is None:
             raise OSError(errno.ENOENT, "journalctl not found")
+        self._follow = not from_start
         follow = ["-b", "--no-tail"] if from_start else ["-f", "-n", "0"]
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             [binary, "-k", "-q", "--no-pager", "-o", "short-monotonic", *follow],
@@ -206,12 +207,18 @@ class JournalSource:
             except BlockingIOError:
                 break
             if not data:
-                log.warning("journalctl ended; OOM kills will not be seen")
+                if self._follow:
+                    log.warning("journalctl ended; OOM kills will not be seen")
                 self.close()
                 break
             budget -= len(data)
             out += self._lines.feed(data)
         return out
+
+    @property
+    def finished(self) -> bool:
+        """journalctl without ``-f`` has printed everything and ended."""
+        return self._proc is None
 
     def close(self) -> None:
         if self._proc is not None:
@@ -220,6 +227,22 @@ class JournalSource:
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
             self._proc = None
+
+
+def read_through(source: Source, timeout: float = 10.0) -> list[str]:
+    """Every line a source opened ``from_start`` has now (for ``--once``), bounded in time."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        batch = source.poll()
+        lines += batch
+        if not batch:
+            if getattr(source, "finished", True):
+                break
+            time.sleep(0.05)  # journalctl is still starting or writing
+    return lines
 
 
 def open_source(spec: str, *, from_start: bool = False) -> Source:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.agent.kernel_log import OomParser, Source, open_source
+from bot.agent.kernel_log import OomParser, Source, open_source, read_through
 from bot.agent.options import AgentConfig, AgentConfigError, build_config, parse_argv
 from bot.agent.rules import Alert, Watcher
 
@@ -82,12 +82,8 @@ def once(config: AgentConfig) -> int:
     parser = OomParser()
     kills = []
     try:
-        for _ in range(1000):
-            lines = source.poll()
-            if not lines:
-                break
-            for line in lines:
-                kills += parser.feed(line, 0.0)
+        for line in read_through(source):
+            kills += parser.feed(line, 0.0)
         kills += parser.flush(float("inf"))
     finally:
         source.close()
