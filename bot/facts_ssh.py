@@ -70,6 +70,7 @@ def command() -> str:
 class RunResult:
     stdout: str
     exit_code: int
+    timed_out: bool = False  # the command ran over its time; stdout is what came before
 
 
 class GatherError(Exception):
@@ -187,7 +188,13 @@ class SshRunner:
                 raise GatherError("timeout", self._timeout_text()) from exc
             raise
         opened.set()
-        result = conn.run(command, hide=True, warn=True, timeout=self.command_timeout)
+        from invoke.exceptions import CommandTimedOut
+
+        try:
+            result = conn.run(command, hide=True, warn=True, timeout=self.command_timeout)
+        except CommandTimedOut as exc:
+            # A sick box can hang one section (ps on a D-state process…): keep the others.
+            return RunResult(exc.result.stdout, -1, timed_out=True)
         return RunResult(result.stdout, result.exited if result.exited is not None else -1)
 
     async def run(self, command: str) -> RunResult:
@@ -285,4 +292,9 @@ async def gather_ssh(facts: Facts, runner: Runner) -> None:
         facts.errors.append(f"ssh: {exc}")
         return
     facts.ssh_status = "ok"
+    if result.timed_out:
+        limit = getattr(runner, "command_timeout", COMMAND_TIMEOUT)
+        facts.errors.append(
+            f"ssh: the command ran over {limit:g}s; facts it had not printed yet are missing"
+        )
     parse_into(facts, result.stdout)

@@ -140,3 +140,25 @@ async def test_several_hosts_concurrently(sshd, services_for):
     found = await diagnose_many(services, ["web-0", "web-1", "web-2"])
     assert [d.host for d in found] == ["web-0", "web-1", "web-2"]
     assert all(d.facts.ssh_status == "ok" for d in found)
+
+
+async def test_a_hung_command_keeps_the_facts_printed_before_it(sshd):
+    from bot.config import SshTarget
+    from bot.facts import Facts
+    from bot.facts_ssh import SshRunner, gather_ssh
+
+    class Hangs(SshRunner):
+        """The real command, with a section that never ends (like ps on a sick box)."""
+
+        async def run(self, command):
+            return await super().run(command.replace("m nproc;", "m nproc; sleep 6;"))
+
+    target = SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key=str(sshd.key_path))
+    f = Facts(host="web-01")
+    started = time.monotonic()
+    await gather_ssh(f, Hangs(target, connect_timeout=CONNECT_TIMEOUT, command_timeout=2))
+    assert time.monotonic() - started < 2 + CONNECT_TIMEOUT + 2
+    assert f.ssh_status == "ok"
+    assert f.memory is not None and f.load is not None  # printed before the hang
+    assert f.cpus is None and f.processes is None
+    assert any("ran over 2s" in e for e in f.errors)
