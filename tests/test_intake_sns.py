@@ -131,7 +131,17 @@ async def test_forged_resigned_wrong_host_and_foreign_topic_are_refused(sns_bot,
     v1_as_v2 = {**good, "SignatureVersion": "2"}
     unknown_version = {**good, "SignatureVersion": "3"}
     subject_dropped = {k: v for k, v in good.items() if k != "Subject"}
-    cases = [forged, other_key, *wrong_hosts, foreign, v1_as_v2, unknown_version, subject_dropped]
+    unsigned = {k: v for k, v in good.items() if k != "Signature"}
+    cases = [
+        forged,
+        other_key,
+        *wrong_hosts,
+        foreign,
+        v1_as_v2,
+        unknown_version,
+        subject_dropped,
+        unsigned,
+    ]
     for message in cases:
         status, answer = await sns_bot.post("/alerts/sns", message)
         assert status == 403, (message, answer)

@@ -100,10 +100,11 @@ def check_shape(message: Any) -> None:
         raise InputError(
             f"not an SNS message: Type must be one of {', '.join(SIGNED_FIELDS)}, got {kind!r}"
         )
-    for name in (*SIGNED_FIELDS[kind], "Signature", "SignatureVersion", "SigningCertURL"):
-        if name == "Subject":
-            continue
+    for name in ("Signature", "SignatureVersion", "SigningCertURL"):
         if not isinstance(message.get(name), str):
+            raise AuthError(f"SNS {kind} is not signed (no {name!r})")
+    for name in SIGNED_FIELDS[kind]:
+        if name != "Subject" and not isinstance(message.get(name), str):
             raise InputError(f"SNS {kind} lacks the string field {name!r}")
     if message.get("Subject") is not None and not isinstance(message["Subject"], str):
         raise InputError("SNS Subject must be a string")
