@@ -182,8 +182,11 @@ class SshRunner:
         except Exception as exc:
             # A silent peer surfaces as "banner" or "No existing session" errors after the
             # banner timeout: what the user needs to hear is that the handshake timed out.
+            import paramiko
+
+            named = (ConnectionRefusedError, paramiko.AuthenticationException)
             if time.monotonic() - started >= self.connect_timeout * 0.9 and not isinstance(
-                exc, ConnectionRefusedError
+                exc, named
             ):
                 raise GatherError("timeout", self._timeout_text()) from exc
             raise
@@ -198,6 +201,12 @@ class SshRunner:
         return RunResult(result.stdout, result.exited if result.exited is not None else -1)
 
     async def run(self, command: str) -> RunResult:
+        for hop in (self.target, self.gateway):
+            if hop and hop.key and not Path(hop.key).expanduser().is_file():
+                raise GatherError(
+                    "auth",
+                    f"SSH key {hop.key} for {_where(hop)} not found (check the ssh key path)",
+                )
         gateway = self._connection(self.gateway) if self.gateway else None
         conn = self._connection(self.target, gateway)
         opened = threading.Event()

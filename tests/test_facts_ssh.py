@@ -162,3 +162,13 @@ async def test_a_hung_command_keeps_the_facts_printed_before_it(sshd):
     assert f.memory is not None and f.load is not None  # printed before the hang
     assert f.cpus is None and f.processes is None
     assert any("ran over 2s" in e for e in f.errors)
+
+
+async def test_a_missing_key_file_is_named(services_for, tmp_path):
+    missing = tmp_path / "nope" / "id_ed25519"
+    services = services_for(
+        {"web-01": {"ssh": {"host": "127.0.0.1", "port": free_port(), "key": str(missing)}}}
+    )
+    d = await diagnose(services, "web-01")
+    assert d.facts.ssh_status == "auth"
+    assert any(f"SSH key {missing} for 127.0.0.1:" in e for e in d.errors), d.errors
