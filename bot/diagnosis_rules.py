@@ -516,9 +516,7 @@ def healthy(f: Facts) -> Finding:
         _memory_line(f), _swap_line(f), _load_line(f), oom, _cpu_line(f), _instance_line(f)
     )
     if f.has_ssh_facts and f.memory:
-        return Finding(
-            "info", "Healthy: no memory pressure, no OOM kills, load within its CPUs", evidence
-        )
+        return Finding("info", "Healthy: no memory pressure, no OOM kills, no overload", evidence)
     if f.instance:
         return Finding(
             "info",
