@@ -5,7 +5,8 @@ served the same way (aiohttp on 127.0.0.1), in the same run, batches interleaved
     .venv/bin/python bench/ack_latency.py               # 20 rounds of 50 per kind and app
     .venv/bin/python bench/ack_latency.py --rounds 5 --concurrency 20
 
-Ours does everything it does in production: signature check and audit-ready parsing, the
+Each app runs in its own process (``--serve``), the client in this one. Ours does everything
+it does in production: signature check and audit-ready parsing, the
 retry guard (one SQLite insert per delivery), Bolt, the command itself, and for clicks the
 whole approval transaction (approval row, audit row, message update) plus the response_url
 replies after the ack. Every click approves a different pending request that needs two
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +32,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from aiohttp import ClientSession, TCPConnector, web  # noqa: E402
-from helpers import free_port  # noqa: E402
+from helpers import free_port, wait_for_port  # noqa: E402
 from helpers.signers import SlackSigner  # noqa: E402
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request  # noqa: E402
 from slack_bolt.app.async_app import AsyncApp  # noqa: E402
 from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 from slack_standin import SlackStandIn  # noqa: E402
 
-from bot import approvals, runs  # noqa: E402
+from bot import approvals  # noqa: E402
 from bot.config import Secrets, parse_settings  # noqa: E402
 from bot.server import build_web_app  # noqa: E402
 from bot.services import build_services  # noqa: E402
@@ -56,9 +58,9 @@ class PlanOnlyEngine:
         return "\n".join(steps)
 
 
-def bare_app(api: SlackStandIn, secret: str) -> web.Application:
+def bare_app(api_url: str, token: str, secret: str) -> web.Application:
     bolt = AsyncApp(
-        client=AsyncWebClient(token=api.token, base_url=api.url),
+        client=AsyncWebClient(token=token, base_url=api_url),
         signing_secret=secret,
         process_before_response=False,
     )
@@ -79,14 +81,6 @@ def bare_app(api: SlackStandIn, secret: str) -> web.Application:
     return app
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/slack/events"
-
-
 async def batch(session: ClientSession, url: str, bodies: list[tuple[bytes, dict]]) -> list[float]:
     async def one(body: bytes, headers: dict) -> float:
         started = time.perf_counter()
@@ -104,11 +98,8 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def main(rounds: int, concurrency: int) -> int:
-    api = SlackStandIn().start()
-    signer = SlackSigner(response_url=api.response_url)
-    tmp = tempfile.TemporaryDirectory(prefix="stabilize-bench-")
-    settings = parse_settings(
+def bench_settings() -> Any:
+    return parse_settings(
         {
             "slack": {"channel": "C0ALERTS"},
             "approvals": {"approvers": ["U0ALICE", "U0BOB"], "required": 2},
@@ -116,10 +107,48 @@ async def main(rounds: int, concurrency: int) -> int:
         },
         source="<bench>",
     )
+
+
+def run_server(which: str, port: int, db: str, api_url: str, token: str, secret: str) -> None:
+    """``--serve ours|bare``: one app in this process, until terminated."""
+    if which == "bare":
+        app = bare_app(api_url, token, secret)
+    else:
+        secrets = Secrets(slack_bot_token=token, slack_signing_secret=secret, slack_api_url=api_url)
+        services = build_services(bench_settings(), secrets, db)
+        services.engine = PlanOnlyEngine()
+        app = build_web_app(services)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def start_server(which: str, db: Path, api: SlackStandIn, secret: str) -> tuple[Any, str]:
+    port = free_port()
+    args = [sys.executable, __file__, "--serve", which, "--port", str(port), "--db", str(db)]
+    args += ["--api-url", api.url, "--token", api.token, "--secret", secret]
+    proc = subprocess.Popen(args, cwd=ROOT)
+    wait_for_port(port, alive=lambda: proc.poll() is None, timeout=60)
+    return proc, f"http://127.0.0.1:{port}/slack/events"
+
+
+async def quiet(session: ClientSession, health: str) -> None:
+    """Until the bot's outbox is delivered (the work after the last burst is done)."""
+    await asyncio.sleep(0.05)
+    for _ in range(500):
+        async with session.get(health) as resp:
+            if (await resp.json()).get("outbox_pending") == 0:
+                return
+        await asyncio.sleep(0.02)
+
+
+async def main(rounds: int, concurrency: int) -> int:
+    api = SlackStandIn().start()
+    signer = SlackSigner(response_url=api.response_url)
+    tmp = tempfile.TemporaryDirectory(prefix="stabilize-bench-")
+    db = Path(tmp.name) / "bench.db"
     secrets = Secrets(
         slack_bot_token=api.token, slack_signing_secret=signer.secret, slack_api_url=api.url
     )
-    services = build_services(settings, secrets, Path(tmp.name) / "bench.db")
+    services = build_services(bench_settings(), secrets, db)
     services.engine = PlanOnlyEngine()
     request_ids = [
         approvals.create_request(
@@ -134,11 +163,15 @@ async def main(rounds: int, concurrency: int) -> int:
     # Start from a delivered outbox, as a bot in production would be.
     services.outbox.post_interval = 0.0
     await services.outbox.drain(300)
-    services.outbox.post_interval = 1.0
-    ours_runner, ours_url = await serve(build_web_app(services))
-    bare_runner, bare_url = await serve(bare_app(api, signer.secret))
+    services.close()
+    procs = []
     results: dict[tuple[str, str], list[float]] = {}
     try:
+        ours_proc, ours_url = start_server("ours", db, api, signer.secret)
+        procs.append(ours_proc)
+        bare_proc, bare_url = start_server("bare", db, api, signer.secret)
+        procs.append(bare_proc)
+        health = ours_url.replace("/slack/events", "/healthz")
         async with ClientSession(connector=TCPConnector(limit=concurrency * 2)) as session:
 
             def commands() -> list[tuple[bytes, dict]]:
@@ -161,7 +194,7 @@ async def main(rounds: int, concurrency: int) -> int:
             for url in (ours_url, bare_url):
                 await batch(session, url, commands())
                 await batch(session, url, clicks(real=url == ours_url))
-            await runs.wait_idle()
+            await quiet(session, health)
             for _ in range(rounds):
                 for kind in ("help", "click"):
                     for name, url in (("bare", bare_url), ("ours", ours_url)):
@@ -169,13 +202,16 @@ async def main(rounds: int, concurrency: int) -> int:
                         results.setdefault((kind, name), []).extend(
                             await batch(session, url, bodies)
                         )
-                        # Each burst starts quiet: the work after the acks of the last is done.
-                        await runs.wait_idle()
+                        await quiet(session, health)  # each burst starts from a quiet bot
     finally:
-        await runs.wait_idle()
-        await ours_runner.cleanup()
-        await bare_runner.cleanup()
-        services.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         api.stop()
         tmp.cleanup()
 
@@ -201,5 +237,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--serve", choices=["ours", "bare"], help=argparse.SUPPRESS)
+    for name in ("--port", "--db", "--api-url", "--token", "--secret"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        run_server(args.serve, int(args.port), args.db, args.api_url, args.token, args.secret)
+        sys.exit(0)
     sys.exit(asyncio.run(main(args.rounds, args.concurrency)))

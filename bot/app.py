@@ -15,9 +15,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -53,8 +52,12 @@ def create_app(
     client: AsyncWebClient | None = None,
     signing_secret: str | None = None,
     gate: AckGate | None = None,
+    verify: bool = True,
 ) -> AsyncApp:
-    """A Bolt AsyncApp wired to ``services`` (no side effects until it handles a request)."""
+    """A Bolt AsyncApp wired to ``services`` (no side effects until it handles a request).
+
+    ``verify=False`` only for ``make_handler``, which checks every signature before Bolt.
+    """
     secrets = services.secrets
     if client is None:
         if not secrets.slack_bot_token:
@@ -73,6 +76,7 @@ def create_app(
         client=client,
         signing_secret=secret,
         process_before_response=False,
+        request_verification_enabled=verify,
         logger=log,
         name="stabilize",
     )
@@ -85,10 +89,13 @@ class AckGate:
     (at most ``max_wait``), so a burst of clicks is acknowledged before any of them is
     processed. Idle bots never wait."""
 
-    def __init__(self, max_wait: float = 1.0) -> None:
+    def __init__(self, max_wait: float = 1.0, settle: float = 0.005) -> None:
         self.max_wait = max_wait
+        self.settle = settle
         self.inflight = 0
+        self._last_busy = 0.0
         self._quiet: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
 
     def _event(self) -> asyncio.Event:
         if self._quiet is None:  # created in the serving loop, on first use
@@ -101,14 +108,32 @@ class AckGate:
         self._event().clear()
 
     def leave(self) -> None:
+        self._last_busy = time.monotonic()
         self.inflight = max(0, self.inflight - 1)
         if self.inflight == 0:
             self._event().set()
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """One at a time, in arrival order (asyncio.Lock is FIFO), after the burst."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            await self.quiet()
+            yield
+
     async def quiet(self) -> None:
-        if self.inflight:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event().wait(), self.max_wait)
+        """Return once no ack has been in flight for ``settle`` seconds (or ``max_wait``)."""
+        deadline = time.monotonic() + self.max_wait
+        while self.inflight or self._last_busy > time.monotonic() - self.settle:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.inflight:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._event().wait(), left)
+            else:
+                await asyncio.sleep(min(left, self.settle))
 
 
 def register_listeners(app: AsyncApp, services: Services, gate: AckGate | None = None) -> None:
@@ -129,64 +154,76 @@ def register_listeners(app: AsyncApp, services: Services, gate: AckGate | None =
             log.exception("slash command failed")
             reply = Reply(text="Something went wrong; the server log has the details.")
         await ack(text=reply.text, blocks=reply.blocks, response_type="ephemeral")
-        if reply.followup is not None:
+        followup = reply.followup
+        if followup is not None:
             send = _responder(services, respond, channel, user)
-            runs.spawn(_after_ack(services, gate, body, reply.followup(send)))
+
+            def prepare() -> Reply:
+                return reply
+
+            async def then(_: Reply) -> None:
+                await followup(send)
+
+            runs.spawn(_after_ack(services, gate, body, prepare, then))
 
     @app.action(re.compile(r".+"))
     async def on_action(
         ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
     ) -> None:
         await ack()
-        runs.spawn(_after_ack(services, gate, body, _after_click(services, body, action, respond)))
+        user = str((body.get("user") or {}).get("id", ""))
+        channel = str(
+            (body.get("channel") or {}).get("id")
+            or (body.get("container") or {}).get("channel_id")
+            or ""
+        )
+
+        def prepare() -> Reply:
+            try:
+                return handle_action(
+                    services,
+                    user=user,
+                    channel=channel,
+                    action_id=str(action.get("action_id", "")),
+                    value=str(action.get("value", "")),
+                )
+            except Exception:
+                log.exception("button click failed")
+                return Reply(text="Something went wrong; the server log has the details.")
+
+        async def then(reply: Reply) -> None:
+            send = _responder(services, respond, channel, user)
+            if reply.update is not None:  # the buttons go away at once; the message says why
+                await send(*reply.update, replace_original=True)
+            if reply.text and not (reply.update is not None and reply.update_says_it_all):
+                await send(reply.text, reply.blocks)
+            if reply.followup is not None:
+                await reply.followup(send)
+
+        runs.spawn(_after_ack(services, gate, body, prepare, then))
 
 
 async def _after_ack(
-    services: Services, gate: AckGate | None, body: dict[str, Any], work: Any
+    services: Services,
+    gate: AckGate | None,
+    body: dict[str, Any],
+    prepare: Callable[[], Reply],
+    then: Callable[[Reply], Awaitable[None]],
 ) -> None:
-    """Run ``work`` (a coroutine) once the burst is acked, unless Slack already delivered
-    this very request (a retry: same ``trigger_id``)."""
-    try:
-        if gate is not None:
-            await gate.quiet()
-        trigger = body.get("trigger_id")
+    """After the ack: once the burst is acknowledged, decide (``prepare``, in arrival order)
+    unless Slack already delivered this very request (a retry: same ``trigger_id``), then
+    tell the user and carry on (``then``)."""
+    trigger = body.get("trigger_id")
+    if gate is not None:
+        async with gate.turn():
+            if trigger and approvals.seen_delivery(services, f"trigger:{trigger}"):
+                return
+            reply = prepare()
+    else:
         if trigger and approvals.seen_delivery(services, f"trigger:{trigger}"):
-            log.info("skipping a repeated delivery of trigger %s", trigger)
-            work.close()
             return
-    except BaseException:
-        work.close()
-        raise
-    await work
-
-
-async def _after_click(
-    services: Services, body: dict[str, Any], action: dict[str, Any], respond: Any
-) -> None:
-    user = str((body.get("user") or {}).get("id", ""))
-    channel = str(
-        (body.get("channel") or {}).get("id")
-        or (body.get("container") or {}).get("channel_id")
-        or ""
-    )
-    try:
-        reply = handle_action(
-            services,
-            user=user,
-            channel=channel,
-            action_id=str(action.get("action_id", "")),
-            value=str(action.get("value", "")),
-        )
-    except Exception:
-        log.exception("button click failed")
-        reply = Reply(text="Something went wrong; the server log has the details.")
-    send = _responder(services, respond, channel, user)
-    if reply.update is not None:  # the buttons go away at once; the message says why
-        await send(*reply.update, replace_original=True)
-    if reply.text and not (reply.update is not None and reply.update_says_it_all):
-        await send(reply.text, reply.blocks)
-    if reply.followup is not None:
-        await reply.followup(send)
+        reply = prepare()
+    await then(reply)
 
 
 def _responder(services: Services, respond: Any, channel: str, user: str) -> Responder:
@@ -247,39 +284,41 @@ def _check_signature(secret: str, body: str, headers: Any) -> str | None:
     return None
 
 
-def classify(body: str, content_type: str) -> tuple[str, dict[str, Any]]:
-    """``(kind, data)`` of a Slack request: command, action, interaction or event.
+def parse(body: str, content_type: str, headers: Any, query: str) -> AsyncBoltRequest:
+    """Bolt's request (Bolt parses the body once, for us too), refusing what is not Slack's.
 
-    Raises ValueError with a one-line reason for anything else.
+    Raises ValueError with a one-line reason.
     """
-    if content_type == "application/json":
-        data = json.loads(body)
-        if not isinstance(data, dict) or "type" not in data:
-            raise ValueError("JSON body is not a Slack event")
-        return "event", data
-    if content_type not in ("application/x-www-form-urlencoded", ""):
+    form = content_type in ("application/x-www-form-urlencoded", "")
+    if content_type != "application/json" and not form:
         raise ValueError(f"unsupported content type {content_type!r}")
-    fields = parse_qs(body, keep_blank_values=True, strict_parsing=bool(body))
-    form = {k: v[0] for k, v in fields.items()}
-    if "payload" in form:
-        try:
-            payload = json.loads(form["payload"])
-        except ValueError:
-            raise ValueError("malformed payload JSON") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-            raise ValueError("payload JSON is not a Slack interaction")
-        user = (
-            (payload.get("user") or {}).get("id") if isinstance(payload.get("user"), dict) else None
-        )
-        if not isinstance(user, str) or not _USER_RE.match(user):
-            raise ValueError("payload has no valid user id")
-        kind = "action" if payload["type"] == "block_actions" else "interaction"
-        return kind, payload
-    if "command" in form:
-        if not _USER_RE.match(form.get("user_id", "")):
+    try:
+        request = AsyncBoltRequest(body=body, query=query, headers=headers)
+    except json.JSONDecodeError:
+        raise ValueError("malformed payload JSON" if form else "malformed JSON body") from None
+    except (AttributeError, TypeError, KeyError, IndexError):
+        raise ValueError("payload JSON is not a Slack interaction") from None
+    kind_of(request.body)
+    return request
+
+
+def kind_of(data: Any) -> str:
+    """``command``, ``action`` (a button), ``interaction`` (anything else) or ``event``."""
+    if not isinstance(data, dict):
+        raise ValueError("payload JSON is not a Slack interaction")
+    if "command" in data:
+        if not _USER_RE.match(str(data.get("user_id", ""))):
             raise ValueError("slash command has no valid user_id")
-        return "command", form
-    raise ValueError("not a Slack slash command or interaction (no 'command' or 'payload')")
+        return "command"
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ValueError("not a Slack slash command or interaction (no 'command' or 'payload')")
+    if kind in ("event_callback", "url_verification", "app_rate_limited"):
+        return "event"
+    user = data.get("user")
+    if not isinstance(user, dict) or not _USER_RE.match(str(user.get("id", ""))):
+        raise ValueError("payload has no valid user id")
+    return "action" if kind == "block_actions" else "interaction"
 
 
 def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -310,7 +349,8 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
         if why:
             return _refuse(services, request, 401, "auth.rejected", why)
         try:
-            kind, data = classify(body, request.content_type)
+            bolt_request = parse(body, request.content_type, request.headers, request.query_string)
+            kind = kind_of(bolt_request.body)
         except RecursionError:
             return _refuse(services, request, 400, "input.rejected", "JSON nested too deeply")
         except ValueError as exc:
@@ -319,16 +359,12 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
         app = state.get("app")
         if app is None:
             try:
-                app = state["app"] = create_app(services, gate=gate)
+                app = state["app"] = create_app(services, gate=gate, verify=False)
             except ConfigError as exc:
                 return web.Response(status=503, text=f"{exc}\n", content_type="text/plain")
         gate.enter()
         try:
-            bolt_response = await app.async_dispatch(
-                AsyncBoltRequest(
-                    body=body, query=request.query_string, headers=dict(request.headers)
-                )
-            )
+            bolt_response = await app.async_dispatch(bolt_request)
         finally:
             gate.leave()
         if bolt_response.status >= 500:

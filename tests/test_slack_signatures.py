@@ -77,7 +77,7 @@ async def test_stale_reason_names_the_fix(slack_bot):
         ("payload=%7Bnot+json", "application/x-www-form-urlencoded", "malformed payload JSON"),
         ("payload=%5B1%2C2%5D", "application/x-www-form-urlencoded", "not a Slack interaction"),
         ("hello=world", "application/x-www-form-urlencoded", "no 'command' or 'payload'"),
-        ("a=1&&&=", "application/x-www-form-urlencoded", "bad query field"),
+        ("a=1&&&=", "application/x-www-form-urlencoded", "no 'command' or 'payload'"),
         ("{not json", "application/json", "malformed JSON body"),
         ("<xml/>", "text/xml", "unsupported content type"),
         (b"command=%2Fstabilize&user_id=U0ALICE&text=\xff", None, "not UTF-8"),
