@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.facts import APP_TIER, DATABASES, KIB_PER_GIB, Facts, InstanceType, MetricStats
+from bot.diagnosis_sizing import gib, mib, next_size, resize_target, swap_size_g
+from bot.facts import APP_TIER, DATABASES, Facts, MetricStats
 
 MEM_AVAILABLE_MIN_PCT = 10.0  # below: memory pressure
 MEM_AVAILABLE_CRITICAL_PCT = 5.0
@@ -20,9 +21,6 @@ CWAGENT_MEM_MAX_PCT = 90.0  # mem_used_percent, when SSH facts are missing
 CPU_SUSTAINED_PCT = 70.0
 CPU_MIN_DATAPOINTS = 3  # 15 minutes of 5-minute periods
 SMALL_TYPE_MAX_MIB = 8192  # "a small type": resizing is the fix, not a leak hunt
-HEADROOM = 0.75  # the measured need should fill at most 75 % of the new type's memory
-SWAP_MIN_G, SWAP_MAX_G = 1, 64
-DISK_MARGIN_PCT = 10.0  # keep this much of / free after creating the swap file
 DISK_LOW_PCT = 10.0
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -68,14 +66,6 @@ Rule = Callable[[Facts], Result]
 
 
 # -- formatting ---------------------------------------------------------------------------
-
-
-def gib(kib: float) -> str:
-    return f"{kib / KIB_PER_GIB:.1f} GiB"
-
-
-def mib(kib: float) -> str:
-    return f"{kib / 1024:.0f} MiB"
 
 
 def _memory_line(f: Facts) -> str | None:
@@ -131,50 +121,6 @@ def _lines(*items: str | None) -> list[str]:
     return [i for i in items if i]
 
 
-# -- sizing ---------------------------------------------------------------------------------
-
-
-def measured_need_mib(f: Facts) -> float | None:
-    """Memory the workload wants: used RAM + used swap + the largest OOM-killed process
-    (its memory was wanted too), divided by HEADROOM."""
-    if f.memory:
-        used = f.memory.used_kib + (f.swap.used_kib if f.swap else 0)
-        killed = max((k.anon_rss_kib or 0 for k in f.oom_kills or []), default=0)
-        return (used + killed) / 1024 / HEADROOM
-    mem = (f.cwagent or {}).get("mem_used_percent")
-    if mem and f.instance and f.instance.memory_mib:
-        return mem.maximum / 100 * f.instance.memory_mib / HEADROOM
-    return None
-
-
-def resize_target(f: Facts) -> tuple[InstanceType | None, str]:
-    """The smallest larger type of the same family and architecture with enough memory for
-    the measured need, and a line saying why (or why none)."""
-    inst = f.instance
-    if inst is None or inst.memory_mib is None or not f.family_types:
-        return None, "no resize target: the instance type is unknown (AWS facts missing)"
-    bigger = [
-        t
-        for t in f.family_types
-        if t.memory_mib > inst.memory_mib
-        and (not inst.architecture or not t.architectures or inst.architecture in t.architectures)
-    ]
-    if not bigger:
-        return None, f"no resize target: {inst.type} is already the largest {inst.family} size"
-    need = measured_need_mib(f)
-    if need is None:
-        return bigger[0], f"{bigger[0].name} is the next {inst.family} size (no memory measured)"
-    fits = [t for t in bigger if t.memory_mib >= need]
-    if not fits:
-        top = bigger[-1]
-        return top, f"measured need {need / 1024:.1f} GiB exceeds every {inst.family} size"
-    t = fits[0]
-    return t, (
-        f"measured need {need / 1024:.1f} GiB (used + swap + OOM-killed, at"
-        f" {HEADROOM:.0%} fill) → {t.name} has {t.memory_mib / 1024:g} GiB"
-    )
-
-
 def _resize(f: Facts, why: str, evidence: list[str]) -> tuple[Recommended | None, str]:
     target, note = resize_target(f)
     if target is None or f.instance is None:
@@ -183,29 +129,6 @@ def _resize(f: Facts, why: str, evidence: list[str]) -> tuple[Recommended | None
         return None, f"no resize: the instance is {f.instance.state}"
     reason = f"{why}: {f.instance.type} → {target.name} ({note})"
     return Recommended("resize-instance", {"type": target.name}, reason, evidence), note
-
-
-def swap_size_g(f: Facts) -> tuple[int | None, str]:
-    """Swap equal to RAM up to 4G, half of RAM above (at least 4G), 1G–64G, capped so that
-    DISK_MARGIN_PCT of / stays free."""
-    if not f.memory:
-        return None, "no swap size: memory size unknown"
-    ram_g = max(1, math.ceil(f.memory.total_kib / KIB_PER_GIB - 0.05))
-    size = ram_g if ram_g <= 4 else max(4, math.ceil(ram_g / 2))
-    size = max(SWAP_MIN_G, min(SWAP_MAX_G, size))
-    why = f"{size}G for {ram_g} GiB of RAM"
-    if f.disk_root is None:
-        return None, "no swap size: free disk on / unknown (the runbook checks it again)"
-    d = f.disk_root
-    room = math.floor((d.free_kib - d.size_kib * DISK_MARGIN_PCT / 100) / KIB_PER_GIB)
-    if room < SWAP_MIN_G:
-        return None, (
-            f"no swap: / has {gib(d.free_kib)} free of {gib(d.size_kib)};"
-            f" a swap file must leave {DISK_MARGIN_PCT:.0f} % free"
-        )
-    if room < size:
-        return room, f"{room}G (wanted {why}, capped by {gib(d.free_kib)} free on /)"
-    return size, why
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -412,7 +335,7 @@ def cpu_sustained(f: Facts) -> Result:
             )
             r.recommendations.append(Recommended("scale-asg", {"by": str(by)}, reason, evidence))
     if burstable and inst is not None:
-        bigger = _next_size(f)
+        bigger = next_size(f)
         if bigger is not None:
             reason = (
                 f"burstable {inst.type} pinned at {level:.0f} %: {bigger.name} has a higher CPU"
@@ -423,19 +346,6 @@ def cpu_sustained(f: Facts) -> Result:
             )
     r.findings.append(Finding("warning", title, evidence, advice))
     return r
-
-
-def _next_size(f: Facts) -> InstanceType | None:
-    inst = f.instance
-    if inst is None or inst.memory_mib is None or not f.family_types:
-        return None
-    if inst.state not in ("running", "stopped"):
-        return None
-    for t in f.family_types:
-        same_arch = not inst.architecture or not t.architectures
-        if t.memory_mib > inst.memory_mib and (same_arch or inst.architecture in t.architectures):
-            return t
-    return None
 
 
 _DUMP = {

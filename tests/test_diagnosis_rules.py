@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 from diagnosis_fixtures import facts
 
-from bot.diagnosis_rules import evaluate, swap_size_g
+from bot.diagnosis_rules import evaluate
+from bot.diagnosis_sizing import swap_size_g
 from bot.facts import KIB_PER_GIB, Disk, Memory
 
 
