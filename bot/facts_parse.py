@@ -222,7 +222,7 @@ def parse_into(facts: Facts, text: str) -> None:
     if "end" not in parts:
         facts.errors.append("ssh: the command output was cut short; later facts may be missing")
     now_text = parts.get("now", "")
-    now = float(now_text) if now_text.strip().isdigit() else None
+    now = float(now_text) if re.fullmatch(r"[0-9]{1,12}", now_text.strip()) else None
     kernel = parts.get("uname", "").strip()
     facts.kernel = kernel.splitlines()[0][:120] if kernel else None
 
