@@ -6,6 +6,7 @@ adds one line to ``facts.errors``; the others still count. Nothing here raises.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -89,11 +90,17 @@ def parse_load(text: str) -> Load:
     parts = text.split()
     if len(parts) < 3:
         raise Garbled("fewer than 3 numbers")
-    return Load(float(parts[0]), float(parts[1]), float(parts[2]))
+    values = [float(p) for p in parts[:3]]
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise Garbled("load averages are not finite, non-negative numbers")
+    return Load(*values)
 
 
 def parse_uptime(text: str) -> float:
-    return float(text.split()[0])
+    value = float(text.split()[0])
+    if not math.isfinite(value) or value < 0:
+        raise Garbled("uptime is not a finite, non-negative number")
+    return value
 
 
 def parse_nproc(text: str) -> int:
