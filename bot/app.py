@@ -384,14 +384,17 @@ def make_handler(services: Services) -> Callable[[web.Request], Awaitable[web.Re
 
 
 async def run_socket_mode(services: Services) -> Any:
-    """Connect the same Bolt app over Socket Mode (``SLACK_APP_TOKEN``); returns the handler
-    (``await handler.close_async()`` to disconnect)."""
+    """Serve the same Bolt app over Socket Mode (``SLACK_APP_TOKEN``), for teams without a
+    public URL. Connects in the background (slack_sdk retries and logs why while Slack cannot
+    be reached) and returns the handler: ``await handler.close_async()`` disconnects."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     token = services.secrets.slack_app_token
     if not token:
         raise ConfigError("--socket-mode needs SLACK_APP_TOKEN (an app-level token, xapp-…)")
-    app = create_app(services)
+    if not token.startswith("xapp-"):
+        raise ConfigError("SLACK_APP_TOKEN must be an app-level token (xapp-…), not a bot token")
+    app = create_app(services, gate=AckGate())
     handler = AsyncSocketModeHandler(app, token)
-    await handler.connect_async()
+    runs.spawn(handler.connect_async())
     return handler
