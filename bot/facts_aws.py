@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,17 +53,31 @@ def explain(service: str, op: str, exc: BaseException) -> str:
     action = f"{_IAM_PREFIX.get(service, service)}:{_action(op)}"
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code = error.get("Code", "Unknown")
-        if code in DENIED:
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message", ""))
+        # An error body botocore could not decode (e.g. XML where it expected JSON) arrives
+        # as the HTTP status with the raw body: dig the real code out of it.
+        embedded = re.search(r"<Code>([A-Za-z.]+)</Code>", message)
+        if embedded:
+            code = embedded.group(1)
+            found = re.search(r"<Message>([^<]*)</Message>", message)
+            message = found.group(1) if found else ""
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in DENIED or (status == 403 and code == "403"):
             return f"aws: {action} denied ({code}); grant it to the bot's IAM role"
-        return f"aws: {action} failed: {code}: {error.get('Message', '')}".rstrip(": ")
+        return _one_line(f"aws: {action} failed: {code}: {message}".rstrip(": "))
     if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
         return f"aws: cannot reach the {service} API ({exc}); check the network or AWS_ENDPOINT_URL"
     if isinstance(exc, NoCredentialsError):
         return "aws: no credentials (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a role)"
     if isinstance(exc, NoRegionError):
         return "aws: no region (set aws.region in the config)"
-    return f"aws: {action} failed: {type(exc).__name__}: {exc}"
+    return _one_line(f"aws: {action} failed: {type(exc).__name__}: {exc}")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def call(services: Services, service: str, op: str, **kwargs: Any) -> dict[str, Any]:
@@ -116,6 +131,8 @@ async def gather_aws(services: Services, facts: Facts, target: HostTarget) -> No
             f"aws: no complete answer within {AWS_TIMEOUT:g}s (is the AWS API reachable?)"
         )
     failed = len(facts.errors) > before
+    # Two facts behind the same denied call (instance and group CPU) make one line.
+    facts.errors[before:] = list(dict.fromkeys(facts.errors[before:]))
     if facts.instance is None:
         facts.aws_status = "error"
     else:

@@ -127,3 +127,47 @@ def test_denied_permissions_name_the_iam_action_to_grant():
         "aws: ec2:DescribeInstanceTypes denied (UnauthorizedOperation);"
         " grant it to the bot's IAM role"
     )
+
+
+async def test_a_denied_permission_costs_only_its_facts(aws_env, services_for, monkeypatch):
+    """A real IAM denial: moto enforces a policy that allows EC2 and Auto Scaling reads but
+    not CloudWatch. The diagnosis keeps the instance facts and names the missing grant."""
+    import json
+
+    from diagnosis_fixtures import aws_client
+    from moto import settings as moto_settings
+
+    iid = make_world()
+    iam = aws_client("iam")
+    iam.create_user(UserName="stabilize-bot")
+    iam.put_user_policy(
+        UserName="stabilize-bot",
+        PolicyName="no-cloudwatch",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["ec2:Describe*", "autoscaling:Describe*"],
+                        "Resource": "*",
+                    }
+                ],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName="stabilize-bot")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    services = services_for({"prod-web-01": {"instance_id": iid}})
+    d = await diagnose(services, "prod-web-01")
+    assert d.facts.instance is not None and d.facts.instance.memory_mib == 1024
+    assert d.facts.asg is not None and d.facts.asg.name == "web-asg"
+    assert d.facts.cpu is None and d.facts.aws_status == "partial"
+    assert (
+        "aws: cloudwatch:GetMetricStatistics denied (AccessDenied);"
+        " grant it to the bot's IAM role" in d.errors
+    ), "\n".join(d.errors)
+    assert len(d.errors) == len(set(d.errors))
+    assert all("\n" not in e for e in d.errors)
