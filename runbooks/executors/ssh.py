@@ -68,6 +68,10 @@ class SshExecutor:
                 f"cannot run over ssh on {self.name}: {type(exc).__name__}: {exc}"
                 " (check hosts.{0}.ssh: host, port, user, key)".format(self.name)
             ) from None
+        if result.exited == -1:  # paramiko: the channel closed without an exit status
+            raise ExecutionError(
+                f"lost the ssh connection to {self.name} while the command ran (no exit status)"
+            )
         return CommandResult(result.exited, result.stdout, result.stderr)
 
     def close(self) -> None:
