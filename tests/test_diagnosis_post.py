@@ -152,3 +152,12 @@ def test_cli_unknown_host_is_one_line_and_exit_2(cli_env, host):
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: ")
+    from bot.db import Database
+
+    db = Database(cli_env / "cli.db")
+    try:
+        actions = [r["action"] for r in db.query("SELECT action FROM audit_events")]
+        assert actions == ["input.rejected"]
+        assert db.query("SELECT * FROM outbox") == []
+    finally:
+        db.close()

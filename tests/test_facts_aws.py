@@ -171,3 +171,13 @@ async def test_a_denied_permission_costs_only_its_facts(aws_env, services_for, m
     ), "\n".join(d.errors)
     assert len(d.errors) == len(set(d.errors))
     assert all("\n" not in e for e in d.errors)
+
+
+def test_known_host_is_the_inventory_only_and_asks_nobody(aws_env, services_for):
+    from bot.diagnosis import known_host
+
+    services = services_for({"prod-web-01": {"instance_id": "i-0123456789abcdef0"}})
+    assert known_host(services, "prod-web-01")
+    assert not known_host(services, "prod-web-02")
+    assert not known_host(services, "bad name;rm -rf /")
+    assert aws_env.count() == 0
