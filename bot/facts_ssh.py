@@ -211,11 +211,19 @@ class SshRunner:
         conn = self._connection(self.target, gateway)
         opened = threading.Event()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(executor(), self._blocking, command, conn, opened)
+        running = asyncio.Event()
+
+        def blocking() -> RunResult:
+            loop.call_soon_threadsafe(running.set)
+            return self._blocking(command, conn, opened)
+
+        future = loop.run_in_executor(executor(), blocking)
         hops = 2 if gateway else 1
-        # Belt and braces over paramiko's own timeouts: the handshake gets its budget only.
+        # Belt and braces over paramiko's own timeouts: the handshake gets its budget only,
+        # counted from when a thread picks it up (a big fleet queues for the pool).
         budget = self.connect_timeout * hops + 1.0
         try:
+            await running.wait()
             done, _ = await asyncio.wait({future}, timeout=budget)
             if not done and not opened.is_set():
                 raise GatherError("timeout", self._timeout_text())
