@@ -302,6 +302,15 @@ def parse(body: str, content_type: str, headers: Any, query: str) -> AsyncBoltRe
     return request
 
 
+def classify(body: str, content_type: str) -> tuple[str, dict[str, Any]]:
+    """``(kind, parsed body)`` of a Slack request, or ValueError with a one-line reason."""
+    try:
+        data = parse(body, content_type, {}, "").body
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    return kind_of(data), data
+
+
 def kind_of(data: Any) -> str:
     """``command``, ``action`` (a button), ``interaction`` (anything else) or ``event``."""
     if not isinstance(data, dict):
