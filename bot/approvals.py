@@ -381,7 +381,19 @@ def _expire_in(services: Services, tx: sqlite3.Connection, request: Request, act
     return True
 
 
-def approve(services: Services, *, request_id: str, user: str) -> Decision:
+def _elsewhere(
+    services: Services, request: Request, user: str, channel: str | None, action: str
+) -> Decision | None:
+    """A button only works where its message is: a click from another channel is denied."""
+    if channel is None or channel == request.channel:
+        return None
+    why = f"this request belongs to <#{request.channel}>; use the buttons on its message there"
+    return _deny(services, request, user, why, action)
+
+
+def approve(
+    services: Services, *, request_id: str, user: str, channel: str | None = None
+) -> Decision:
     """Record ``user``'s approval; start the run when it completes the policy.
 
     Exactly once: the approval insert (UNIQUE per user) and the ``pending → running``
@@ -389,6 +401,9 @@ def approve(services: Services, *, request_id: str, user: str) -> Decision:
     The caller starts the execution only when ``decision.started``.
     """
     request = _require(services, request_id, user)
+    elsewhere = _elsewhere(services, request, user, channel, "approve")
+    if elsewhere is not None:
+        return elsewhere
     policy = policy_for(services.settings, request.runbook)
     if request.state == "pending":
         why = policy.refusal(user, request.requested_by)
@@ -450,9 +465,14 @@ def approve(services: Services, *, request_id: str, user: str) -> Decision:
     return Decision("started", f"Approved — {verb}.", updated)
 
 
-def reject(services: Services, *, request_id: str, user: str) -> Decision:
+def reject(
+    services: Services, *, request_id: str, user: str, channel: str | None = None
+) -> Decision:
     """Approvers (and the requester, to withdraw) may reject a pending request."""
     request = _require(services, request_id, user)
+    elsewhere = _elsewhere(services, request, user, channel, "reject")
+    if elsewhere is not None:
+        return elsewhere
     policy = policy_for(services.settings, request.runbook)
     if request.state == "pending" and user not in policy.approvers and user != request.requested_by:
         who = ", ".join(f"<@{a}>" for a in policy.approvers) or "nobody"

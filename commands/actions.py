@@ -32,10 +32,13 @@ def handle_action(
     (no buttons: "approved by … — running") and ``reply.followup`` runs the runbook.
     """
     try:
+        where = channel or None  # the channel the clicked message is in
         if action_id.startswith("approve"):
-            return _decided(services, approvals.approve(services, request_id=value, user=user))
+            decision = approvals.approve(services, request_id=value, user=user, channel=where)
+            return _decided(services, decision)
         if action_id.startswith("reject"):
-            return _decided(services, approvals.reject(services, request_id=value, user=user))
+            decision = approvals.reject(services, request_id=value, user=user, channel=where)
+            return _decided(services, decision)
         if action_id.startswith("recommend_"):
             return _recommend(services, user, value)
     except StabilizeError as exc:

@@ -213,3 +213,18 @@ async def test_forged_or_unknown_request_ids_change_nothing(slack_bot):
     assert all("malformed request id" in line for line in lines[1:])
     assert len(bot.audit("input.rejected")) == 3
     assert bot.engine.executed == []
+
+
+async def test_a_click_from_another_channel_is_denied(slack_bot):
+    bot = await slack_bot()
+    request = await bot.ask(user="U0CAROL")
+    body = bot.signer.block_actions(
+        "approve_request", request.id, user_id="U0ALICE", channel_id="C0OTHER"
+    )
+    assert (await bot.post(body, bot.signer.headers(body))).status == 200
+    await bot.settle()
+    assert bot.engine.executed == []
+    assert "belongs to <#C0ALERTS>" in bot.ephemeral_replies()[-1]
+    [denied] = bot.audit("request.denied")
+    assert denied["actor"] == "U0ALICE"
+    assert approvals.get_request(bot.services, request.id).state == "pending"
