@@ -15,19 +15,38 @@ import logging
 import re
 import secrets
 import sqlite3
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from bot import blocks as kit
 from bot.blocks import requests as request_blocks
 from bot.config import HOST_NAME_RE
-from bot.db import iso, parse_iso, utcnow
+from bot.db import iso, utcnow
+from bot.deliveries import prune_deliveries, seen_delivery
 from bot.errors import InputError, PolicyError, StabilizeError
 from bot.policy import Policy, policy_for
+from bot.request_store import Request, get_request, list_requests, load_request
 from bot.services import Services
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "Decision",
+    "Policy",
+    "Request",
+    "approve",
+    "create_request",
+    "expire_due",
+    "get_request",
+    "list_requests",
+    "policy_for",
+    "prune_deliveries",
+    "reject",
+    "render",
+    "seen_delivery",
+    "update_message",
+]
 
 REQUEST_ID_RE = re.compile(r"^R-[0-9a-f]{10}$")
 RUNBOOK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -36,96 +55,6 @@ OPEN_STATES = frozenset({"pending"})
 FINAL_STATES = frozenset(
     {"succeeded", "failed", "rolled_back", "rejected", "expired", "interrupted"}
 )
-
-
-# -- the stored request -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    id: str
-    runbook: str
-    host: str
-    params: dict[str, Any]
-    raw_params: dict[str, str]
-    requested_by: str
-    reason: str
-    evidence: Any
-    plan: str
-    incident_id: str | None
-    channel: str
-    thread_key: str | None
-    state: str
-    created_at: datetime
-    expires_at: datetime
-    decided_by: str | None = None
-    finished_at: datetime | None = None
-    result: str | None = None
-    approvals: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def key(self) -> str:
-        """The outbox key of the request message (its thread holds the progress)."""
-        return f"request:{self.id}"
-
-    def is_expired(self, now: datetime | None = None) -> bool:
-        return (now or utcnow()) >= self.expires_at
-
-    def command(self) -> str:
-        """The slash command that asks for this run again."""
-        params = " ".join(f"{k}={v}" for k, v in self.raw_params.items())
-        return f"/stabilize run {self.runbook} {self.host} {params}".rstrip()
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any], approvals: tuple[str, ...]) -> Request:
-        return cls(
-            id=row["id"],
-            runbook=row["runbook"],
-            host=row["host"],
-            params=json.loads(row["params"]),
-            raw_params=json.loads(row["raw_params"]),
-            requested_by=row["requested_by"],
-            reason=row["reason"],
-            evidence=json.loads(row["evidence"]),
-            plan=row["plan"],
-            incident_id=row["incident_id"],
-            channel=row["channel"],
-            thread_key=row["thread_key"],
-            state=row["state"],
-            created_at=parse_iso(row["created_at"]),
-            expires_at=parse_iso(row["expires_at"]),
-            decided_by=row["decided_by"],
-            finished_at=parse_iso(row["finished_at"]) if row["finished_at"] else None,
-            result=row["result"],
-            approvals=approvals,
-        )
-
-
-def _load(conn: sqlite3.Connection, request_id: str) -> Request | None:
-    row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-    if row is None:
-        return None
-    users = tuple(
-        r[0]
-        for r in conn.execute(
-            "SELECT user FROM approvals WHERE request_id = ? ORDER BY ts, rowid", (request_id,)
-        )
-    )
-    return Request.from_row(dict(row), users)
-
-
-def get_request(services: Services, request_id: str) -> Request | None:
-    """The request as stored now (None when there is no such id)."""
-    return _load(services.db.conn, request_id)
-
-
-def list_requests(services: Services, *, state: str | None = None) -> list[Request]:
-    sql = "SELECT id FROM requests"
-    args: tuple[str, ...] = ()
-    if state:
-        sql, args = sql + " WHERE state = ?", (state,)
-    ids = [r[0] for r in services.db.conn.execute(sql + " ORDER BY created_at", args)]
-    return [r for r in (get_request(services, i) for i in ids) if r is not None]
 
 
 def render(services: Services, request: Request, note: str = "") -> tuple[str, list[kit.Block]]:
@@ -139,7 +68,7 @@ def update_message(
     services: Services, conn: sqlite3.Connection, request_id: str, note: str = ""
 ) -> Request:
     """Queue the re-rendered request message in the caller's transaction."""
-    request = _load(conn, request_id)
+    request = load_request(conn, request_id)
     assert request is not None
     text, blocks = render(services, request, note)
     services.outbox.update(request.key, text, blocks, conn=conn)
@@ -410,7 +339,7 @@ def approve(
         if why:
             return _deny(services, request, user, why, "approve")
     with services.db.transaction() as tx:
-        current = _load(tx, request_id)
+        current = load_request(tx, request_id)
         assert current is not None
         if current.state != "pending":
             return _closed(current, user)
@@ -420,7 +349,7 @@ def approve(
                 "expired",
                 f"This request expired at {current.expires_at:%H:%M} UTC; ask again with"
                 f" `{current.command()}`.",
-                _load(tx, request_id),
+                load_request(tx, request_id),
             )
         added = tx.execute(
             "INSERT OR IGNORE INTO approvals (request_id, user, ts) VALUES (?, ?, ?)",
@@ -479,13 +408,15 @@ def reject(
         why = f"only the requester or an approver ({who}) may reject this request"
         return _deny(services, request, user, why, "reject")
     with services.db.transaction() as tx:
-        current = _load(tx, request_id)
+        current = load_request(tx, request_id)
         assert current is not None
         if current.state != "pending":
             return _closed(current, user)
         if current.is_expired():
             _expire_in(services, tx, current, "system")
-            return Decision("expired", "This request had already expired.", _load(tx, request_id))
+            return Decision(
+                "expired", "This request had already expired.", load_request(tx, request_id)
+            )
         tx.execute(
             "UPDATE requests SET state = 'rejected', decided_by = ?, decided_at = ?"
             " WHERE id = ? AND state = 'pending'",
@@ -515,22 +446,7 @@ def expire_due(services: Services) -> int:
     n = 0
     for row in due:
         with services.db.transaction() as tx:
-            request = _load(tx, row["id"])
+            request = load_request(tx, row["id"])
             if request is not None and _expire_in(services, tx, request, "system"):
                 n += 1
     return n
-
-
-def seen_delivery(services: Services, key: str) -> bool:
-    """Record a Slack delivery (its trigger_id); True when it was handled before (a retry)."""
-    with services.db.transaction() as tx:
-        added = tx.execute(
-            "INSERT OR IGNORE INTO slack_deliveries (key, seen_at) VALUES (?, ?)", (key, iso())
-        ).rowcount
-    return not added
-
-
-def prune_deliveries(services: Services, older_than: float = 86400.0) -> None:
-    cutoff = iso(utcnow() - timedelta(seconds=older_than))
-    with services.db.transaction() as tx:
-        tx.execute("DELETE FROM slack_deliveries WHERE seen_at < ?", (cutoff,))
