@@ -138,12 +138,19 @@ def ssh_unreachable(f: Facts) -> Result:
     r = Result()
     if f.ssh_status in ("ok", "skipped"):
         return r
-    ssh_error = next((e for e in f.errors if e.startswith("ssh:")), "ssh: failed")
+    ssm = bool(f.source and f.source.startswith("ssm "))
+    ssh_error = next((e for e in f.errors if e.startswith(("ssh:", "ssm:"))), "ssh: failed")
     evidence = _lines(ssh_error, _instance_line(f), _cpu_line(f))
     mem = (f.cwagent or {}).get("mem_used_percent")
     if mem:
         evidence.append(f"mem_used_percent (CloudWatch agent): average {mem.average:.0f} %")
-    if f.ssh_status == "timeout":
+    if ssm and f.ssh_status == "timeout":
+        title = "SSM Run Command timed out: the host may be too busy to run it"
+    elif ssm:
+        title = "SSM Run Command failed: the host's own facts are missing"
+        r.findings.append(Finding("warning", title, evidence))
+        return r
+    elif f.ssh_status == "timeout":
         title = "SSH timed out: the host may be too busy to accept a handshake"
     elif f.ssh_status == "refused":
         title = "SSH refused: sshd is not answering (it may have been OOM-killed)"
@@ -152,7 +159,8 @@ def ssh_unreachable(f: Facts) -> Result:
             Finding("warning", "SSH failed: facts from the host are missing", evidence)
         )
         return r
-    rec, note = _resize(f, "SSH is unreachable and a stop/start resize needs no SSH", evidence)
+    way = "SSM" if ssm else "SSH"
+    rec, note = _resize(f, f"{way} is unreachable and a stop/start resize needs no SSH", evidence)
     if rec:
         r.recommendations.append(rec)
     else:

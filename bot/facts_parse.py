@@ -217,17 +217,17 @@ def _section(
         return None
 
 
-def parse_into(facts: Facts, text: str) -> None:
+def parse_into(facts: Facts, text: str, *, via: str = "ssh") -> None:
     """Fill ``facts`` from the command output; unknown facts are named in ``facts.errors``."""
     parts = sections(text)
     if not parts:
         facts.errors.append(
-            f"ssh: the command printed nothing usable ({_first_line(text)!r}; is this a Linux"
+            f"{via}: the command printed nothing usable ({_first_line(text)!r}; is this a Linux"
             " host with a POSIX sh?)"
         )
         return
     if "end" not in parts:
-        facts.errors.append("ssh: the command output was cut short; later facts may be missing")
+        facts.errors.append(f"{via}: the command output was cut short; later facts may be missing")
     now_text = parts.get("now", "")
     now = float(now_text) if re.fullmatch(r"[0-9]{1,12}", now_text.strip()) else None
     kernel = parts.get("uname", "").strip()

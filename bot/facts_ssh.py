@@ -32,7 +32,8 @@ COMMAND_TIMEOUT = 30.0
 MARKER = "@@stabilize:"
 
 # Read-only. Every section runs even if an earlier one fails; stderr of a section goes into
-# the section so a failure can be named. `ps` has no `--sort` here: busybox lacks it.
+# the section so a failure can be named. Processes come last and largest first, so output cut
+# short (SSM keeps 24,000 characters) loses only the smallest; busybox ps has no --sort.
 SCRIPT = r"""
 LC_ALL=C; export LC_ALL
 PATH="$PATH:/usr/sbin:/sbin:/usr/bin:/bin"
@@ -41,7 +42,6 @@ m now; date +%s
 m uname; uname -sr 2>&1
 for f in meminfo swaps loadavg uptime; do m "$f"; cat "/proc/$f" 2>&1; done
 m nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>&1
-m ps; ps -eo pid=,rss=,comm= 2>&1
 m df; df -Pk / 2>&1
 m kernel
 j=""
@@ -57,6 +57,7 @@ elif d=$(dmesg 2>&1); then
 else
   echo "unavailable $(printf '%s' "$d" | head -n 1)"
 fi
+m ps; ps -eo pid=,rss=,comm= --sort=-rss 2>/dev/null || ps -eo pid=,rss=,comm= 2>&1
 m end
 """
 
@@ -287,8 +288,13 @@ def _close(conn: Any, gateway: Any) -> None:
 
 
 def runner_for(services: Services, target: HostTarget) -> Runner | None:
-    """The SSH runner for ``target`` per its settings, or None when it has no SSH."""
+    """SSH per the host's settings; SSM Run Command for an ``executor: ssm`` host without
+    SSH settings; None when there is no way in."""
     if target.ssh is None:
+        if target.executor == "ssm" and target.instance_id:
+            from bot.facts_ssm import SsmRunner
+
+            return SsmRunner(services, target.instance_id)
         return None
     return SshRunner(
         target.ssh,
@@ -302,16 +308,17 @@ async def gather_ssh(facts: Facts, runner: Runner) -> None:
     from bot.facts_parse import parse_into
 
     facts.source = runner.label
+    via = "ssm" if runner.label.startswith("ssm ") else "ssh"
     try:
         result = await runner.run(command())
     except GatherError as exc:
         facts.ssh_status = exc.kind
-        facts.errors.append(f"ssh: {exc}")
+        facts.errors.append(f"{via}: {exc}")
         return
     facts.ssh_status = "ok"
     if result.timed_out:
         limit = getattr(runner, "command_timeout", COMMAND_TIMEOUT)
         facts.errors.append(
-            f"ssh: the command ran over {limit:g}s; facts it had not printed yet are missing"
+            f"{via}: the command ran over {limit:g}s; facts it had not printed yet are missing"
         )
-    parse_into(facts, result.stdout)
+    parse_into(facts, result.stdout, via=via)

@@ -181,3 +181,17 @@ def test_known_host_is_the_inventory_only_and_asks_nobody(aws_env, services_for)
     assert not known_host(services, "prod-web-02")
     assert not known_host(services, "bad name;rm -rf /")
     assert aws_env.count() == 0
+
+
+async def test_an_ssm_host_without_ssh_gets_its_facts_through_run_command(aws_env, services_for):
+    """moto accepts the command but runs nothing (its output is empty): the diagnosis says
+    the SSM output was unusable and still stands on the AWS facts."""
+    iid = make_world()
+    services = services_for({"prod-web-01": {"instance_id": iid, "executor": "ssm"}})
+    d = await diagnose(services, "prod-web-01")
+    assert d.facts.source == f"ssm {iid}"
+    assert aws_env.count(action="SendCommand") == 1
+    assert aws_env.count(action="GetCommandInvocation") >= 1
+    assert any(e.startswith("ssm: the command printed nothing usable") for e in d.errors)
+    assert not any("no SSH settings" in e for e in d.errors)
+    assert d.facts.instance is not None and d.facts.instance.type == "t3.micro"
