@@ -232,12 +232,21 @@ def memory_pressure(f: Facts) -> Result:
         evidence = _lines(_memory_line(f), _swap_line(f)) + _top_lines(f)
     else:
         mem = (f.cwagent or {}).get("mem_used_percent")
-        if not mem or mem.average <= CWAGENT_MEM_MAX_PCT:
+        swap = (f.cwagent or {}).get("swap_used_percent")
+        mem_high = bool(mem and mem.average > CWAGENT_MEM_MAX_PCT)
+        swap_high = bool(swap and swap.average > SWAP_USED_MAX_PCT)
+        if not (mem_high or swap_high):
             return r
-        critical = mem.average > 100 - MEM_AVAILABLE_CRITICAL_PCT
-        title = f"Memory pressure: {mem.average:.0f} % used (CloudWatch agent)"
+        critical = bool(mem and mem.average > 100 - MEM_AVAILABLE_CRITICAL_PCT)
+        if mem_high and mem:
+            title = f"Memory pressure: {mem.average:.0f} % used (CloudWatch agent)"
+        else:
+            assert swap
+            title = f"Memory pressure: {swap.average:.0f} % of swap used (CloudWatch agent)"
         evidence = [
-            f"mem_used_percent last hour: average {mem.average:.0f} %, max {mem.maximum:.0f} %"
+            f"{name} last hour: average {m.average:.0f} %, max {m.maximum:.0f} %"
+            for name, m in (("mem_used_percent", mem), ("swap_used_percent", swap))
+            if m
         ]
     inst = f.instance
     advice: list[str] = []

@@ -175,3 +175,14 @@ def test_unknown_facts_never_crash_the_rules():
     assert [f.title for f in result.findings] == [
         "Not enough facts to judge this host (see errors)"
     ]
+
+
+def test_without_host_facts_the_cloudwatch_agent_shows_memory_pressure():
+    from bot.facts import MetricStats
+
+    f = facts("ssh_timeout")
+    f.cwagent = {"swap_used_percent": MetricStats(average=80.0, maximum=90.0, datapoints=[80.0])}
+    result = evaluate(f)
+    titles = [x.title for x in result.findings]
+    assert "Memory pressure: 80 % of swap used (CloudWatch agent)" in titles
+    assert [r.runbook for r in result.recommendations] == ["resize-instance"]
