@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.blocks import Block, actions, button, context, divider, escape, header, section
+from bot.blocks import Block, actions, button, clip, context, divider, escape, header, section
 
 if TYPE_CHECKING:
     from bot.diagnosis import Diagnosis
@@ -55,7 +55,7 @@ def diagnosis_blocks(d: Diagnosis, rec_ids: list[int] | None = None) -> list[Blo
     if len(d.findings) > MAX_FINDINGS:
         blocks.append(context(f"{len(d.findings) - MAX_FINDINGS} more findings not shown"))
     if d.errors:
-        shown = "\n".join(f"• {escape(e)}" for e in d.errors[:MAX_EVIDENCE])
+        shown = "\n".join(f"• {escape(clip(e, 200))}" for e in d.errors[:MAX_EVIDENCE])
         blocks.append(context(f":warning: Could not gather:\n{shown}"))
     if d.recommendations:
         blocks.append(divider())
