@@ -66,6 +66,9 @@ class Outbox:
         self._on_delivered = on_delivered  # callback(op, key), e.g. metrics
         self._last_post: dict[str, float] = {}  # channel -> time of last post
         self._last_update: dict[str, float] = {}  # key -> time of last update
+        # A process that just started does not know when its predecessor last sent: pace as
+        # if everything had been sent at start-up, so the limits hold across a restart.
+        self._started = clock()
         self._paused_until = 0.0
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -233,7 +236,7 @@ class Outbox:
             if gone:
                 self._finish(r["id"], "failed", gone)
             return False  # its post has not been delivered yet
-        if now - self._last_update.get(r["key"], 0.0) < self.update_interval:
+        if now - self._last_update.get(r["key"], self._started) < self.update_interval:
             return False  # coalesce: a newer update may still replace this one
         row = self._claim(r["id"])
         if row is None:
@@ -263,7 +266,7 @@ class Outbox:
                 blocked.add(channel)  # keep channel order: wait for the parent
                 return False
             thread_ts = parent["ts"]
-        if now - self._last_post.get(channel, 0.0) < self.post_interval:
+        if now - self._last_post.get(channel, self._started) < self.post_interval:
             blocked.add(channel)
             return False
         tried_before = r["attempts"] > 0

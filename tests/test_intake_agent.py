@@ -31,8 +31,8 @@ async def test_repeats_update_the_same_message_and_resolve_says_resolved(
     bot_server, agent_signer, slack_api
 ):
     alert = payload("agent_oom.json")
-    for _ in range(3):
-        status, _ = await bot_server.post("/alerts/agent", *agent_signer.sign(alert))
+    for age in range(3):  # each sent at its own second, as the agent does
+        status, _ = await bot_server.post("/alerts/agent", *agent_signer.sign(alert, age=age))
         assert status == 200
     await until(lambda: "3 alerts" in (top_level(slack_api) or [{"text": ""}])[0]["text"])
     status, answer = await bot_server.post(
@@ -52,7 +52,7 @@ async def test_repeats_update_the_same_message_and_resolve_says_resolved(
         "incident.resolved",
     ]
     # Firing again after the resolve is a new incident with its own message.
-    status, answer = await bot_server.post("/alerts/agent", *agent_signer.sign(alert))
+    status, answer = await bot_server.post("/alerts/agent", *agent_signer.sign(alert, age=-5))
     assert answer["incidents"][0]["result"] == "opened"
     await until(lambda: len(top_level(slack_api)) == 2)
     assert [i["state"] for i in bot_server.incidents()] == ["resolved", "open"]
@@ -107,3 +107,17 @@ async def test_a_body_over_256_kib_gets_400_not_413(bot_server, agent_signer):
     assert "256 KiB" in answer["error"]
     assert bot_server.incidents() == []
     assert len(bot_server.audit("input.rejected")) == 1
+
+
+async def test_a_replayed_request_is_refused_but_a_resent_alert_is_not(bot_server, agent_signer):
+    alert = payload("agent_oom.json")
+    body, headers = agent_signer.sign(alert)
+    assert (await bot_server.post("/alerts/agent", body, headers))[0] == 200
+    status, answer = await bot_server.post("/alerts/agent", body, headers)
+    assert status == 401 and "replayed" in answer["error"]
+    # The agent re-signs what it sends again: that is a repeat of the alert, not a replay.
+    resent = agent_signer.sign(alert, timestamp=int(headers["X-Stabilize-Timestamp"]) + 1)
+    status, answer = await bot_server.post("/alerts/agent", *resent)
+    assert status == 200 and answer["incidents"][0]["result"] == "deduplicated"
+    assert [i["count"] for i in bot_server.incidents()] == [2]
+    assert len(bot_server.audit("auth.rejected")) == 1

@@ -54,11 +54,15 @@ async def send_storm(url: str, signer, *, concurrency: int = 24, on_progress=Non
                         await resp.read()
                         if resp.status == 200:
                             break
-                        assert resp.status >= 500, (resp.status, await resp.text())
+                        text = await resp.text()
+                        # A retry signed in the same second as a stored attempt is a replay:
+                        # like the agent, wait and sign anew.
+                        assert resp.status >= 500 or "replayed" in text, (resp.status, text)
+                        pause = 1.0 if resp.status == 401 else 0.05
                 except (aiohttp.ClientError, TimeoutError):
-                    pass
+                    pause = 0.05
                 retries += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(pause)
             done += 1
             if on_progress is not None:
                 await on_progress(done)

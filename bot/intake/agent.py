@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +36,47 @@ KINDS = (
 
 
 async def handle(request: web.Request) -> web.Response:
-    return await handle_with(request, SOURCE, parse)
+    signature_header = request.headers.get("X-Stabilize-Signature", "")
+    try:
+        response = await handle_with(request, SOURCE, parse)
+    except BaseException:
+        _forget(request, signature_header)
+        raise
+    if response.status >= 500:  # not stored: the sender may send the same request again
+        _forget(request, signature_header)
+    return response
+
+
+def _seen(services: Services) -> dict[str, float]:
+    """Signatures accepted (or being accepted) in the last window, per running bot."""
+    seen: dict[str, float] | None = getattr(services, "_agent_signatures", None)
+    if seen is None:
+        seen = {}
+        setattr(services, "_agent_signatures", seen)  # noqa: B010 - not a Services field
+    return seen
+
+
+def _forget(request: web.Request, signature_header: str) -> None:
+    from bot.server import services_of
+
+    _seen(services_of(request)).pop(signature_header.strip(), None)
+
+
+def check_replay(services: Services, sig: str, now: float | None = None) -> None:
+    """A signed request is good once: the same signature again within the window is a replay.
+    Checked in memory (also catches two copies in flight) and in the alerts table (survives a
+    restart)."""
+    now = time.time() if now is None else now
+    seen = _seen(services)
+    if len(seen) > 100_000 or (seen and next(iter(seen.values())) < now):
+        for key in [k for k, expires in seen.items() if expires < now]:
+            del seen[key]
+    stored = services.db.query_one(
+        "SELECT 1 AS hit FROM alerts WHERE external_id = ? LIMIT 1", (sig,)
+    )
+    if sig in seen or stored:
+        raise AuthError("replayed request: this signature was already used (sign each request)")
+    seen[sig] = now + 2 * WINDOW
 
 
 def signature(key: str, timestamp: str, body: bytes) -> str:
@@ -71,13 +112,12 @@ def check_signature(
 
 
 async def parse(services: Services, request: web.Request, body: bytes) -> list[Alert]:
-    check_signature(
-        services,
-        request.headers.get("X-Stabilize-Timestamp"),
-        request.headers.get("X-Stabilize-Signature"),
-        body,
-    )
-    return [parse_payload(parse_json(body))]
+    sig = request.headers.get("X-Stabilize-Signature")
+    check_signature(services, request.headers.get("X-Stabilize-Timestamp"), sig, body)
+    alert = parse_payload(parse_json(body))
+    assert sig is not None
+    check_replay(services, sig.strip())
+    return [replace(alert, external_id=sig.strip())]
 
 
 def parse_payload(payload: Any) -> Alert:
