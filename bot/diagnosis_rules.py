@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.diagnosis_sizing import gib, mib, next_size, resize_target, swap_size_g
-from bot.facts import APP_TIER, DATABASES, Facts, MetricStats
+from bot.facts import APP_TIER, DATABASES, Facts, MetricStats, service_of
 
 MEM_AVAILABLE_MIN_PCT = 10.0  # below: memory pressure
 MEM_AVAILABLE_CRITICAL_PCT = 5.0
@@ -377,14 +377,14 @@ _DUMP = {
 def colocated_database(f: Facts) -> Result:
     r = Result()
     procs = f.processes or []
-    dbs = [p for p in procs if p.name.startswith(DATABASES)]
-    apps = [p for p in procs if p.name.startswith(APP_TIER)]
+    dbs = [p for p in procs if service_of(p.name, DATABASES)]
+    apps = [p for p in procs if service_of(p.name, APP_TIER)]
     if not dbs or not apps:
         return r
-    db_names = sorted({_known(p.name, DATABASES) for p in dbs})
-    app_names = sorted({_known(p.name, APP_TIER) for p in apps})
+    db_names = sorted({service_of(p.name, DATABASES) or p.name for p in dbs})
+    app_names = sorted({service_of(p.name, APP_TIER) or p.name for p in apps})
     evidence = [
-        f"{name}: {mib(sum(p.rss_kib for p in procs if p.name.startswith(name)))} RSS"
+        f"{name}: {mib(sum(p.rss_kib for p in procs if service_of(p.name) == name))} RSS"
         for name in db_names + app_names
     ] + _lines(_memory_line(f))
     db = db_names[0]
@@ -398,10 +398,6 @@ def colocated_database(f: Facts) -> Result:
     title = f"Database {', '.join(db_names)} runs next to the app tier ({', '.join(app_names)})"
     r.findings.append(Finding("warning", title, evidence, advice))
     return r
-
-
-def _known(name: str, names: tuple[str, ...]) -> str:
-    return next(n for n in names if name.startswith(n))
 
 
 def load_high(f: Facts) -> Result:

@@ -11,6 +11,7 @@ from boto3 describe calls and CloudWatch (``bot.facts_aws``). Both run concurren
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,18 @@ KIB_PER_GIB = 1024 * 1024
 # Well-known services by process name (``ps -o comm``, at most 15 characters).
 DATABASES = ("mysqld", "mariadbd", "postgres", "mongod", "redis-server")
 APP_TIER = ("nginx", "node", "gunicorn", "uwsgi", "php-fpm", "java", "httpd", "apache2", "puma")
+_ALIASES = {"nodejs": "node", "mysqld_safe": "mysqld"}
+
+
+def service_of(name: str, among: tuple[str, ...] = DATABASES + APP_TIER) -> str | None:
+    """The well-known service a process name belongs to: the name itself, or the name and a
+    version or suffix (``php-fpm8.1``, ``postgres: writer``), never a longer word
+    (``node_exporter`` is not node)."""
+    name = _ALIASES.get(name, name)
+    for known in among:
+        if name == known or re.match(rf"{re.escape(known)}[0-9.:\- ]", name):
+            return known
+    return None
 
 
 @dataclass(frozen=True)
@@ -205,9 +218,9 @@ class Facts:
             return []
         found: list[str] = []
         for proc in self.processes:
-            for known in DATABASES + APP_TIER:
-                if proc.name.startswith(known) and known not in found:
-                    found.append(known)
+            known = service_of(proc.name)
+            if known and known not in found:
+                found.append(known)
         return found
 
     @property

@@ -186,3 +186,17 @@ def test_without_host_facts_the_cloudwatch_agent_shows_memory_pressure():
     titles = [x.title for x in result.findings]
     assert "Memory pressure: 80 % of swap used (CloudWatch agent)" in titles
     assert [r.runbook for r in result.recommendations] == ["resize-instance"]
+
+
+def test_services_are_recognised_by_name_not_by_prefix():
+    from bot.facts import Process
+
+    f = facts("healthy")
+    names = ["node_exporter", "postgres_exporter", "php-fpm8.1", "nodejs", "javac", "redis-server"]
+    f.processes = [Process(n, 1000, name) for n, name in enumerate(names, 1)]
+    assert f.services == ["php-fpm", "node", "redis-server"]
+    result = evaluate(f)
+    assert (
+        result.findings[0].title
+        == "Database redis-server runs next to the app tier (node, php-fpm)"
+    )
