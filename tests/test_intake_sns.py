@@ -74,6 +74,16 @@ async def test_ok_resolves_and_the_certificate_is_fetched_once(sns_bot, sns_cert
     assert sns_cert_server.count("/SimpleNotificationService") == 1  # cached
 
 
+async def test_a_redelivered_message_is_acknowledged_and_counted_once(sns_bot, sns_cert_server):
+    signer = sns_cert_server.signer
+    message = signer.sign(signer.notification(alarm()))
+    for _ in range(3):
+        status, _ = await sns_bot.post("/alerts/sns", message)
+        assert status == 200
+    assert [i["count"] for i in sns_bot.incidents()] == [1]
+    assert len(sns_bot.audit("alert.received")) == 1
+
+
 async def test_an_asg_memory_alarm_maps_to_the_inventory_host_of_the_group(
     sns_bot, sns_cert_server
 ):

@@ -205,6 +205,13 @@ async def confirm_subscription(services: Services, message: dict[str, Any]) -> N
 
 
 async def alerts_from_notification(services: Services, message: dict[str, Any]) -> list[Alert]:
+    # SNS delivers again when it missed our answer (and anyone may replay a captured message):
+    # a MessageId already recorded is acknowledged and changes nothing.
+    if services.db.query_one(
+        "SELECT 1 AS hit FROM alerts WHERE external_id = ? AND source = 'sns' LIMIT 1",
+        (message["MessageId"],),
+    ):
+        return []
     try:
         alarm = json.loads(message["Message"])
     except (ValueError, RecursionError):  # RecursionError: nested too deeply, not a ValueError
