@@ -166,6 +166,7 @@ async def main(rounds: int, concurrency: int) -> int:
     services.close()
     procs = []
     results: dict[tuple[str, str], list[float]] = {}
+    bursts: dict[tuple[str, str], list[float]] = {}  # p99 of each burst
     try:
         ours_proc, ours_url = start_server("ours", db, api, signer.secret)
         procs.append(ours_proc)
@@ -199,9 +200,9 @@ async def main(rounds: int, concurrency: int) -> int:
                 for kind in ("help", "click"):
                     for name, url in (("bare", bare_url), ("ours", ours_url)):
                         bodies = commands() if kind == "help" else clicks(real=name == "ours")
-                        results.setdefault((kind, name), []).extend(
-                            await batch(session, url, bodies)
-                        )
+                        burst = await batch(session, url, bodies)
+                        results.setdefault((kind, name), []).extend(burst)
+                        bursts.setdefault((kind, name), []).append(pct(burst, 99))
                         await quiet(session, health)  # each burst starts from a quiet bot
     finally:
         for proc in procs:
@@ -216,20 +217,32 @@ async def main(rounds: int, concurrency: int) -> int:
         tmp.cleanup()
 
     print(f"ack latency, {rounds} rounds × {concurrency} concurrent requests per kind and app")
-    print(f"{'kind':<6} {'app':<5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    print(f"{'kind':<6} {'app':<5} {'p50 ms':>8} {'p99 ms':>8} {'burst p99':>10} {'mean ms':>8}")
     worst = 0.0
     for kind in ("help", "click"):
         for name in ("bare", "ours"):
             values = results[(kind, name)]
             print(
                 f"{kind:<6} {name:<5} {pct(values, 50) * 1000:8.1f} {pct(values, 99) * 1000:8.1f}"
+                f" {statistics.median(bursts[(kind, name)]) * 1000:10.1f}"
                 f" {statistics.mean(values) * 1000:8.1f}"
             )
-        p50 = pct(results[(kind, "ours")], 50) / pct(results[(kind, "bare")], 50)
-        p99 = pct(results[(kind, "ours")], 99) / pct(results[(kind, "bare")], 99)
+        ours, bare = results[(kind, "ours")], results[(kind, "bare")]
+        p50 = pct(ours, 50) / pct(bare, 50)
+        p99 = pct(ours, 99) / pct(bare, 99)
+        typical = statistics.median(bursts[(kind, "ours")]) / statistics.median(
+            bursts[(kind, "bare")]
+        )
         worst = max(worst, p99)
-        print(f"{kind:<6} ratio ours/bare: p50 {p50:.2f}×  p99 {p99:.2f}×  (goal p99 ≤ 1.30×)")
+        print(
+            f"{kind:<6} ratio ours/bare: p50 {p50:.2f}×  p99 {p99:.2f}×"
+            f"  median burst p99 {typical:.2f}×  (goal p99 ≤ 1.30×)"
+        )
     print("goal met" if worst <= 1.3 else f"goal NOT met: worst p99 ratio {worst:.2f}×")
+    print(
+        "(burst p99: the median over bursts of each burst's p99 — less sensitive to a shared"
+        " machine's stalls than the p99 over all requests)"
+    )
     return 0
 
 

@@ -89,7 +89,7 @@ class AckGate:
     (at most ``max_wait``), so a burst of clicks is acknowledged before any of them is
     processed. Idle bots never wait."""
 
-    def __init__(self, max_wait: float = 1.0, settle: float = 0.005) -> None:
+    def __init__(self, max_wait: float = 1.0, settle: float = 0.02) -> None:
         self.max_wait = max_wait
         self.settle = settle
         self.inflight = 0
@@ -219,6 +219,7 @@ async def _after_ack(
             if trigger and approvals.seen_delivery(services, f"trigger:{trigger}"):
                 return
             reply = prepare()
+        await gate.quiet()  # replies, too, wait for the acks of a burst
     else:
         if trigger and approvals.seen_delivery(services, f"trigger:{trigger}"):
             return
