@@ -249,3 +249,28 @@ async def hostile(
         services.close()
         root.removeHandler(handler)
         root.setLevel(old_level)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The figures of this run (for the README's Reliability section), when any were made."""
+    import sys
+
+    def grab(module: str, name: str) -> Any:
+        return getattr(sys.modules.get(module), name, None)
+
+    tally = grab("test_hostile_http", "TALLY")
+    runs = grab("test_fuzz", "RUNS")
+    races = grab("test_approval_attacks", "RACES")
+    faults = grab("test_faults", "FAULTS")
+    if not any([tally and tally.tried, runs, races, faults]):
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("hardening figures")
+    if tally is not None:
+        write(f"hostile requests tried: {tally.tried}, failing: {len(tally.failures)}")
+    if runs:
+        write(f"fuzz examples: {sum(runs.values())} over {len(runs)} properties {runs}")
+    if races:
+        write(f"races run: {sum(races.values())} {races}")
+    if faults:
+        write(f"faults injected: {sum(faults.values())} {faults}")

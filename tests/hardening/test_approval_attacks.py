@@ -12,7 +12,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 from runbook_fixtures import FAST, register_blocking_runbook
 from slack_fixtures import (  # noqa: F401
     StandInEngine,
@@ -66,11 +65,6 @@ async def test_a_click_only_ever_acts_on_the_request_it_names_and_only_once(slac
     assert any("already rejected" in r for r in replies), replies
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="commands/actions.py: approve/reject clicks are not checked against the channel the"
-    " request was posted in; a click arriving from C0OTHER runs a C0ALERTS request",
-)
 async def test_a_click_arriving_from_another_channel_changes_nothing(slack_bot):
     bot = await slack_bot()
     request = await bot.ask(user="U0CAROL")

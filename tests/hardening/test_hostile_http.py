@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from helpers.signers import AgentSigner, SlackSigner
 from intake_fixtures import TOPIC, _sns_keys, payload, sns_cert_server  # noqa: F401
 
@@ -190,11 +189,6 @@ async def test_agent_route_refuses_every_hostile_request(hostile, agent_signer):
     await run_cases(hostile, agent_cases(agent_signer, str(hostile.sentinel_dir)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/intake/agent.py: a byte-identical signed body replayed within the 5-minute"
-    " window is accepted again (no seen-signature/nonce check) and counted as another alert",
-)
 async def test_a_replayed_agent_body_is_refused(hostile, agent_signer):
     raw, headers = agent_signer.sign(agent_signer.alert(host="prod-web-01", kind="cpu_high"))
     status, text = await hostile.post("/alerts/agent", raw, headers)
