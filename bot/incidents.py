@@ -2,8 +2,10 @@
 
 ``ingest`` runs inside the caller's transaction, so an alert's row, its audit events, the
 incident change and the Slack message (queued in the outbox) commit together — before the
-HTTP answer — or not at all. ``accept`` is what the intake routes call: it owns that
-transaction and, after the commit, starts the diagnosis of every newly opened incident.
+HTTP answer — or not at all. ``accept`` owns such a transaction and, after the commit,
+starts the diagnosis of every newly opened incident; the HTTP routes use its group-commit
+twin ``bot.intake.batching.accept_async``. Repeats only mark an incident's message stale;
+``incident_message_sync`` (a background job) refreshes it.
 
 Incident ids are the integer row ids; people see them as ``INC-<id>``; the incident's message
 key is ``incident:<id>``.
@@ -75,13 +77,13 @@ def ingest(
     Every alert gets its ``alerts`` row and audit events; a new incident's message is queued
     in the outbox here; repeats only mark the message stale, and ``incident_message_sync``
     (a background job of ``stabilize serve``) queues one update for it shortly after."""
-    batch = _Ingest(services, conn)
+    batch = Ingest(services, conn)
     outcomes = [batch.one(alert) for alert in alerts]
     batch.finish()
     return outcomes
 
 
-class _Ingest:
+class Ingest:
     """One transaction's worth of alerts. Repeats of an incident within it cost one row each
     (alert + audit); the incident row itself is written once, at ``finish``."""
 
@@ -282,100 +284,16 @@ def accept(services: Services, alerts: Sequence[Alert]) -> list[Outcome]:
     """
     with services.db.transaction() as tx:
         outcomes = ingest(services, alerts, conn=tx)
-    _after_commit(services, outcomes)
+    after_commit(services, outcomes)
     return outcomes
 
 
-async def accept_async(services: Services, alerts: Sequence[Alert]) -> list[Outcome]:
-    """``accept`` for the HTTP routes: requests that arrive together share one transaction
-    (group commit). Returns after the commit that holds ``alerts``."""
-    batcher = getattr(services, "_intake_batcher", None)
-    loop = asyncio.get_running_loop()
-    if batcher is None or batcher.loop is not loop:
-        batcher = _Batcher(services, loop)
-        setattr(services, "_intake_batcher", batcher)  # noqa: B010 - not a Services field
-    outcomes = await batcher.submit(list(alerts))
-    _after_commit(services, outcomes)
-    return outcomes
-
-
-def _after_commit(services: Services, outcomes: list[Outcome]) -> None:
+def after_commit(services: Services, outcomes: list[Outcome]) -> None:
+    """Count the alerts and start the diagnosis of every incident they opened."""
     for outcome in outcomes:
         services.metrics.alerts.labels(outcome.alert.source, outcome.result).inc()
         if outcome.result == "opened" and outcome.incident_id is not None:
             schedule_diagnosis(services, outcome.alert.host, outcome.incident_id)
-
-
-class _Batcher:
-    """Collects the alerts of concurrent requests and commits them together, one batch at a
-    time; each request has its own savepoint, so one failing request fails alone.
-
-    The commit runs on the event loop, right after the handlers that were ready together:
-    a worker thread would fight the loop for the GIL and lose milliseconds per switch, while
-    a batch commit costs well under a millisecond and the requests that arrive meanwhile
-    simply wait in their sockets to form the next batch."""
-
-    def __init__(self, services: Services, loop: asyncio.AbstractEventLoop) -> None:
-        self.services = services
-        self.loop = loop
-        self.waiting: list[tuple[list[Alert], asyncio.Future[list[Outcome]]]] = []
-        self.running = False
-
-    async def submit(self, alerts: list[Alert]) -> list[Outcome]:
-        future: asyncio.Future[list[Outcome]] = self.loop.create_future()
-        self.waiting.append((alerts, future))
-        if not self.running:
-            self.running = True
-            self.loop.call_soon(self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        batch, self.waiting = self.waiting, []
-        self.running = False
-        if not batch:
-            return
-        results: list[list[Outcome] | Exception]
-        try:
-            results = _commit_batch(self.services, [alerts for alerts, _ in batch])
-        except Exception as exc:  # the whole transaction failed: nothing committed
-            results = [exc] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-
-def _commit_batch(services: Services, batch: list[list[Alert]]) -> list[list[Outcome] | Exception]:
-    """All requests in one transaction; if that fails, each in its own, so that one failing
-    request fails alone (and nothing of it is half-committed)."""
-    try:
-        with services.db.transaction() as tx:
-            results: list[list[Outcome] | Exception] = list(_ingest_requests(services, tx, batch))
-        return results
-    except Exception:
-        if len(batch) == 1:
-            raise
-    results = []
-    for alerts in batch:
-        try:
-            with services.db.transaction() as tx:
-                results.append(ingest(services, alerts, conn=tx))
-        except Exception as exc:
-            log.exception("could not record %d alert(s)", len(alerts))
-            results.append(exc)
-    return results
-
-
-def _ingest_requests(
-    services: Services, conn: sqlite3.Connection, batch: list[list[Alert]]
-) -> list[list[Outcome]]:
-    work = _Ingest(services, conn)
-    results = [[work.one(alert) for alert in alerts] for alerts in batch]
-    work.finish()
-    return results
 
 
 # -- the diagnosis of a new incident --------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.errors import AuthError, InputError
-from bot.incidents import accept_async
+from bot.intake.batching import accept_async
 from bot.intake.model import Alert
 from bot.services import Services
 
