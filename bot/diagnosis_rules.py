@@ -127,8 +127,26 @@ def _resize(f: Facts, why: str, evidence: list[str]) -> tuple[Recommended | None
         return None, note
     if f.instance.state not in ("running", "stopped"):
         return None, f"no resize: the instance is {f.instance.state}"
-    reason = f"{why}: {f.instance.type} → {target.name} ({note})"
-    return Recommended("resize-instance", {"type": target.name}, reason, evidence), note
+    reason = f"{why}: {f.instance.type} → {target.name} ({note}){_asg_note(f, target.name)}"
+    return Recommended("resize-instance", _resize_params(f, target.name), reason, evidence), note
+
+
+def _resize_params(f: Facts, new_type: str) -> dict[str, str]:
+    """An Auto Scaling Group member is resized with force=true: the runbook then suspends the
+    group's HealthCheck/ReplaceUnhealthy while the instance is stopped (see resize-instance)."""
+    params = {"type": new_type}
+    if f.asg is not None:
+        params["force"] = "true"
+    return params
+
+
+def _asg_note(f: Facts, new_type: str) -> str:
+    if f.asg is None:
+        return ""
+    return (
+        f"; member of {f.asg.name}: the group's health-check replacement is suspended during"
+        f" the resize; update its launch template to {new_type} so new instances match"
+    )
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -357,9 +375,10 @@ def cpu_sustained(f: Facts) -> Result:
             reason = (
                 f"burstable {inst.type} pinned at {level:.0f} %: {bigger.name} has a higher CPU"
                 " baseline and earns credits faster (stop/start, no SSH needed)"
+                + _asg_note(f, bigger.name)
             )
             r.recommendations.append(
-                Recommended("resize-instance", {"type": bigger.name}, reason, evidence)
+                Recommended("resize-instance", _resize_params(f, bigger.name), reason, evidence)
             )
     r.findings.append(Finding("warning", title, evidence, advice))
     return r

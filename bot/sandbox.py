@@ -198,8 +198,6 @@ def seed_world(
     )
     # Attaching raises the desired capacity to 1: prod-web-01 is the group's one instance.
     asg.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=DEMO_ASG)
-    # What an operator does before stopping a member: the group must not replace it meanwhile.
-    asg.suspend_processes(AutoScalingGroupName=DEMO_ASG, ScalingProcesses=["ReplaceUnhealthy"])
 
     topic_arn = client("sns").create_topic(Name=DEMO_TOPIC)["TopicArn"]
     cloudwatch = client("cloudwatch")

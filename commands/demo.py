@@ -337,45 +337,11 @@ class Demo:
         row = await self.wait_for(("request.created", "input.rejected"), what="the request")
         if row["action"] == "input.rejected":
             error = str(detail_of(row).get("error") or (self.replies or ["refused"])[-1])
-            if "force=true" not in error:
-                raise DemoError(f"the bot refused to ask for {row['runbook']}: {error}")
-            row = await self.ask_forced(str(button.get("value", "")), error)
+            raise DemoError(f"the bot refused to ask for {row['runbook']}: {error}")
         await self.settle()
         self.runbook = str(row["runbook"])
         self.say(f"Request {row['request_id']}: {row['runbook']} on {row['host']}.", "green")
         return str(row["request_id"])
-
-    async def ask_forced(self, rec_id: str, error: str) -> dict[str, Any]:
-        """The runbook refused to stop an Auto Scaling Group member without force=true. The
-        sandbox's group has ReplaceUnhealthy suspended (what an operator does first), so the
-        demo user asks again, forced, for the same recommendation — on screen, never hidden."""
-        from bot.approvals import create_request
-        from bot.diagnosis import load_recommendation
-
-        rec = load_recommendation(self.services, rec_id)
-        if rec is None:
-            raise DemoError(f"the bot refused the recommendation: {error}")
-        self.say(f"The runbook said no: {error}.", "yellow")
-        self.say(
-            f"In the sandbox {self.world.asg} has ReplaceUnhealthy suspended, so stopping"
-            f" {rec.host} is safe: {DEMO_USER} asks again with force=true (in Slack:"
-            f" /stabilize run {rec.runbook} {rec.host}"
-            f" {' '.join(f'{k}={v}' for k, v in rec.params.items())} force=true).",
-            "cyan",
-        )
-        await asyncio.to_thread(
-            create_request,
-            self.services,
-            runbook=rec.runbook,
-            host=rec.host,
-            params={**rec.params, "force": "true"},
-            requested_by=DEMO_USER,
-            reason=rec.reason + " (forced: the group's ReplaceUnhealthy is suspended)",
-            evidence=rec.evidence,
-            incident_id=rec.incident_id,
-            thread_key=rec.thread_key,
-        )
-        return await self.wait_for("request.created", what="the approval request")
 
     async def approve(self, request_id: str) -> None:
         while True:

@@ -1,5 +1,11 @@
 """resize-instance: snapshot the EBS volumes, stop, change the type, start, wait for the
 status checks, verify. A failure after the stop puts the old type back and starts it.
+
+An Auto Scaling Group member (only with ``force=true``) would be replaced by its group while it
+is stopped, because the stop fails the group's health check. So for a member the run suspends
+the group's ``HealthCheck`` and ``ReplaceUnhealthy`` processes before the stop and resumes
+exactly those it suspended afterwards (also on rollback); processes an operator had already
+suspended stay suspended.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from runbooks.params import Param
 
 NAME = "resize-instance"
 ASG_TAG = "aws:autoscaling:groupName"
+# The processes that would replace a stopped member.
+PROTECT = ("HealthCheck", "ReplaceUnhealthy")
 
 PARAMS = (
     Param("type", "str", "the new instance type, e.g. t3.large", required=True),
@@ -86,6 +94,7 @@ def check(target: Target, params: dict[str, Any]) -> dict[str, Any]:
         raise InputError(
             f"{target.name} belongs to Auto Scaling Group {tags[ASG_TAG]}, which may replace"
             " a stopped instance: scale the group instead (scale-asg), or add force=true"
+            " (the run then suspends the group's HealthCheck and ReplaceUnhealthy while it works)"
         )
     return params
 
@@ -104,6 +113,13 @@ def plan(target: Target, params: dict[str, Any]) -> list[PlanStep]:
             "[{'ResourceType': 'snapshot', 'Tags': [{'Key': 'stabilize:request_id', ...}]}])"
             " then waiter snapshot_completed",
         ),
+        PlanStep(
+            "protect",
+            "aws",
+            "if the instance is an Auto Scaling Group member: autoscaling.suspend_processes("
+            f"AutoScalingGroupName=<its group>, ScalingProcesses={list(PROTECT)!r}"
+            " minus those already suspended)",
+        ),
         PlanStep("stop", "aws", f"ec2.stop_instances({ids}) then waiter instance_stopped"),
         PlanStep(
             "modify",
@@ -112,13 +128,20 @@ def plan(target: Target, params: dict[str, Any]) -> list[PlanStep]:
         ),
         PlanStep("start", "aws", f"ec2.start_instances({ids}) then waiter instance_running"),
         PlanStep("status", "aws", f"waiter instance_status_ok({ids})"),
+        PlanStep(
+            "release",
+            "aws",
+            "autoscaling.resume_processes(AutoScalingGroupName=<its group>,"
+            " ScalingProcesses=<those this run suspended>)",
+        ),
         PlanStep("verify", "aws", f"ec2.describe_instances({ids})  # type is {new}, running"),
         PlanStep(
             "rollback",
             "aws",
             f"ec2.stop_instances({ids}) if needed, ec2.modify_instance_attribute(InstanceId="
             f"{iid!r}, InstanceType={{'Value': <the type found at start>}}),"
-            f" ec2.start_instances({ids}), waiter instance_running",
+            f" ec2.start_instances({ids}), waiter instance_running,"
+            " autoscaling.resume_processes(<those this run suspended>)",
             on_failure=True,
         ),
     ]
@@ -141,6 +164,8 @@ def _inspect(ctx: RunContext) -> str:
     ctx.state["volumes"] = [
         m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m
     ]
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    ctx.state["asg"] = tags.get(ASG_TAG)
     if instance["InstanceType"] == ctx.params["type"]:
         raise AlreadyDone(f"{ctx.host_name} is already {ctx.params['type']}; nothing changed")
     state = instance["State"]["Name"]
@@ -170,6 +195,36 @@ def _snapshot(ctx: RunContext) -> str:
         ctx.aws.wait("ec2", "snapshot_completed", SnapshotIds=ids)
     ctx.state["snapshots"] = ids
     return f"snapshots {', '.join(ids) or '(no EBS volumes)'} completed"
+
+
+def _protect(ctx: RunContext) -> str:
+    """Keep the group from replacing its member while it is stopped."""
+    assert ctx.aws is not None
+    asg = ctx.state.get("asg")
+    if not asg:
+        return "not an Auto Scaling Group member: nothing to protect"
+    groups = ctx.aws.call(
+        "autoscaling", "describe_auto_scaling_groups", AutoScalingGroupNames=[asg]
+    )["AutoScalingGroups"]
+    already = {p["ProcessName"] for g in groups for p in g.get("SuspendedProcesses", [])}
+    todo = [p for p in PROTECT if p not in already]
+    if todo:
+        ctx.aws.call(
+            "autoscaling", "suspend_processes", AutoScalingGroupName=asg, ScalingProcesses=todo
+        )
+    ctx.state["suspended"] = todo
+    kept = f"; {', '.join(sorted(already & set(PROTECT)))} already suspended" if already else ""
+    return f"{asg}: suspended {', '.join(todo) or 'nothing'}{kept}"
+
+
+def _release(ctx: RunContext) -> str:
+    """Resume exactly what ``_protect`` suspended (idempotent: rollback may call it again)."""
+    assert ctx.aws is not None
+    asg, todo = ctx.state.get("asg"), ctx.state.pop("suspended", [])
+    if not asg or not todo:
+        return "nothing to resume"
+    ctx.aws.call("autoscaling", "resume_processes", AutoScalingGroupName=asg, ScalingProcesses=todo)
+    return f"{asg}: resumed {', '.join(todo)}"
 
 
 def _stop(ctx: RunContext) -> str:
@@ -206,10 +261,12 @@ def steps(ctx: RunContext) -> list[Step]:
     return [
         Step("inspect", _inspect, changes=False),
         Step("snapshot", _snapshot, changes=False),
+        Step("protect", _protect),
         Step("stop", _stop),
         Step("modify", _modify),
         Step("start", _start),
         Step("status", _status),
+        Step("release", _release),
     ]
 
 
@@ -227,7 +284,8 @@ def rollback(ctx: RunContext) -> str:
     """Put the old type back and start the instance (only if this run stopped it)."""
     assert ctx.aws is not None
     if not ctx.state.get("stopped"):
-        return "nothing to undo (the instance was not stopped)"
+        released = _release(ctx)
+        return f"nothing to undo (the instance was not stopped); {released}"
     old = ctx.state["old_type"]
     instance = _describe(ctx)
     if instance["State"]["Name"] != "stopped":
@@ -236,7 +294,7 @@ def rollback(ctx: RunContext) -> str:
     if instance["InstanceType"] != old:
         _modify(ctx, old)
     _start(ctx)
-    return f"{ctx.host_name} back to {old} and running"
+    return f"{ctx.host_name} back to {old} and running; {_release(ctx)}"
 
 
 RUNBOOK = Runbook(

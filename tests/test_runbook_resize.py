@@ -65,16 +65,18 @@ async def test_resize_changes_the_type_after_tagged_snapshots(services, instance
     assert [s.name for s in result.steps] == [
         "inspect",
         "snapshot",
+        "protect",
         "stop",
         "modify",
         "start",
         "status",
+        "release",
         "verify",
     ]
     trail = services.audit.list(request_id=request.request_id)
     assert [r["action"] for r in trail] == [
         "execution.started",
-        *["execution.step"] * 7,
+        *["execution.step"] * 9,
         "execution.succeeded",
     ]
     assert all(r["actor"] == "system" and r["host"] == HOST for r in trail)
@@ -138,6 +140,47 @@ def test_asg_members_are_refused_unless_forced(aws_env, settings_factory, tmp_pa
         validate(svc, "resize-instance", HOST, {"type": "t3.large"})
     assert validate(svc, "resize-instance", HOST, {"type": "t3.large", "force": "true"})["force"]
     svc.close()
+
+
+async def test_a_forced_asg_member_is_protected_from_replacement_while_stopped(
+    aws_env, settings_factory, tmp_path
+):
+    """The group must not replace a member it sees stopped: the run suspends HealthCheck and
+    ReplaceUnhealthy around the stop and resumes only what it suspended itself."""
+    autoscaling = boto3.client("autoscaling", region_name="us-east-1")
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName="web-lc", ImageId=AMI, InstanceType="t3.medium"
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="web-asg",
+        LaunchConfigurationName="web-lc",
+        MinSize=0,
+        MaxSize=3,
+        DesiredCapacity=0,
+        AvailabilityZones=["us-east-1a"],
+    )
+    member = _launch()
+    autoscaling.attach_instances(InstanceIds=[member], AutoScalingGroupName="web-asg")
+    # An operator had already suspended HealthCheck: it must stay suspended afterwards.
+    autoscaling.suspend_processes(AutoScalingGroupName="web-asg", ScalingProcesses=["HealthCheck"])
+    svc = make_services(settings_factory(hosts={HOST: {"instance_id": member}}), tmp_path / "s.db")
+    aws_env.clear_requests()
+    try:
+        result = await execute(svc, job("resize-instance", HOST, type="t3.large", force="true"))
+    finally:
+        svc.close()
+
+    assert result.ok, result.error
+    assert _instance(member)["InstanceType"] == "t3.large"
+    outputs = {s.name: s.output for s in result.steps}
+    assert "suspended ReplaceUnhealthy" in outputs["protect"]
+    assert "HealthCheck already suspended" in outputs["protect"]
+    assert outputs["release"] == "web-asg: resumed ReplaceUnhealthy"
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"])
+    suspended = {p["ProcessName"] for p in group["AutoScalingGroups"][0]["SuspendedProcesses"]}
+    assert suspended == {"HealthCheck"}
+    assert aws_env.count(action="SuspendProcesses") == 1
+    assert aws_env.count(action="ResumeProcesses") == 1
 
 
 def test_the_plan_names_every_call_and_touches_nothing(services, aws_env, instance_id):

@@ -47,8 +47,8 @@ async def test_approved_resize_runs_reports_in_the_thread_and_updates_the_messag
 
     assert _type(instance_id) == "t3.large"
     thread = bot.thread(request.id)
-    assert any("▶ 3/7 stop…" in line for line in thread)
-    assert any("✓ 7/7 verify" in line for line in thread)
+    assert any("▶ 4/9 stop…" in line for line in thread)
+    assert any("✓ 9/9 verify" in line for line in thread)
     assert "Succeeded: resize-instance on prod-web-01" in thread[-1]
     final = bot.message(request.id)
     assert "Succeeded (approved by <@U0ALICE>)" in text_of(final)
@@ -60,7 +60,7 @@ async def test_approved_resize_runs_reports_in_the_thread_and_updates_the_messag
         "request.created",
         "request.approved",
         "execution.started",
-        *["execution.step"] * 7,
+        *["execution.step"] * 9,
         "execution.succeeded",
     ]
     started = bot.services.audit.list(request_id=request.id, action="execution.started")[0]

@@ -96,7 +96,7 @@ async def test_alert_to_verified_resize_with_the_audit_trail_in_order(
     assert "Succeeded (approved by <@U0ALICE>)" in text_of(final)
     assert buttons(final) == []
     thread = bot.thread(request.id)
-    assert any("✓ 7/7 verify" in line and "t3.large and running" in line for line in thread)
+    assert any("✓ 9/9 verify" in line and "t3.large and running" in line for line in thread)
 
     # 6. the audit trail tells the story in order, and the chain is intact
     story = [
