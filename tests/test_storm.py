@@ -120,6 +120,9 @@ def assert_ten_messages_no_duplicates(slack_api) -> None:
     keys = [c.args["metadata"]["event_payload"]["key"] for c in posted]
     assert len(keys) == len(set(keys)), "a message was posted twice"
     assert len(top_level(slack_api)) == len(HOSTS)
+    times = [c.time for c in posted]  # one channel: at most one post a second
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(gap >= 0.95 for gap in gaps), f"posts closer than 1s: {gaps}"
 
 
 @pytest.mark.slow
