@@ -199,6 +199,12 @@ class Outbox:
                 log.error("slack delivery failed for %s %s: %s", r["op"], r["key"], exc)
                 self._finish(r["id"], "failed", str(exc))
                 continue
+            except (asyncio.CancelledError, sqlite3.Error):
+                raise
+            except Exception as exc:  # a bug or a surprise answer: back off, never spin
+                log.exception("delivering %s %s failed unexpectedly", r["op"], r["key"])
+                self._retry_later(r, TransportRetry(f"{type(exc).__name__}: {exc}", 2.0))
+                continue
             if done:
                 sent += 1
                 now = self.clock()
