@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import string
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runbook_fixtures import FAST
 
 from bot.app import classify
 from bot.config import HOST_NAME_RE, Secrets, parse_settings
@@ -189,20 +194,24 @@ def test_alertmanager_parser_returns_alerts_or_one_input_error(body: Any) -> Non
 # -- /alerts/sns ---------------------------------------------------------------------------------
 
 
-def _sns_services() -> Any:
+@pytest.fixture
+def sns_services(tmp_path):
+    """Real services (the SNS parser looks MessageIds up in the database), no AWS at all."""
+
     def no_aws(service: str) -> Any:
         raise RuntimeError("no AWS in this test")
 
-    return SimpleNamespace(
-        settings=parse_settings(
-            {
-                "slack": {"channel": "C0ALERTS"},
-                "hosts": {"web-7": {"instance_id": "i-0abcdef01", "asg": "web-asg"}},
-            },
-            "<fuzz>",
-        ),
-        aws=no_aws,
+    settings = parse_settings(
+        {
+            "slack": {"channel": "C0ALERTS"},
+            "hosts": {"web-7": {"instance_id": "i-0abcdef01", "asg": "web-asg"}},
+        },
+        "<fuzz>",
     )
+    svc = build_services(settings, Secrets(), tmp_path / "sns.db", slack=False)
+    svc.aws = no_aws  # type: ignore[method-assign]
+    yield svc
+    svc.close()
 
 
 alarm_dims = st.lists(
@@ -229,7 +238,9 @@ alarms = json_values | st.fixed_dictionaries(
 
 @FUZZ
 @given(alarm=alarms, raw_message=st.none() | nasty_text)
-def test_sns_alarm_parser_returns_alerts_or_one_input_error(alarm: Any, raw_message) -> None:
+def test_sns_alarm_parser_returns_alerts_or_one_input_error(
+    sns_services, alarm: Any, raw_message
+) -> None:
     count("sns-alarm")
     message = {
         "Type": "Notification",
@@ -238,7 +249,7 @@ def test_sns_alarm_parser_returns_alerts_or_one_input_error(alarm: Any, raw_mess
         "Message": raw_message if raw_message is not None else json.dumps(alarm),
     }
     try:
-        alerts = asyncio.run(sns.alerts_from_notification(_sns_services(), message))
+        alerts = asyncio.run(sns.alerts_from_notification(sns_services, message))
     except InputError:
         return
     for alert in alerts:
@@ -373,3 +384,145 @@ def test_button_clicks_never_raise(services, action_id: str, value: str, user: s
         raise AssertionError(f"handle_action raised {exc!r}") from None
     assert isinstance(reply, Reply)
     assert services.db.query("SELECT count(*) AS n FROM executions")[0]["n"] == 0
+
+
+# -- the same, over real HTTP ---------------------------------------------------------------------
+
+
+class ThreadedBot:
+    """The real web app served from its own thread and loop, so sync hypothesis tests can
+    POST to it with urllib."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._runner: Any = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> ThreadedBot:
+        from aiohttp import web
+        from helpers import free_port
+
+        from bot.server import build_web_app
+
+        self._thread.start()
+
+        async def up() -> None:
+            self._runner = web.AppRunner(build_web_app(self.services), access_log=None)
+            await self._runner.setup()
+            self.port = free_port()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+        asyncio.run_coroutine_threadsafe(up(), self.loop).result(30)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        self.loop.close()
+
+    def post(self, route: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{route}", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, resp.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode("utf-8", "replace")
+
+    def rejections(self) -> int:
+        row = self.services.db.query_one(
+            "SELECT count(*) AS n FROM audit_events"
+            " WHERE action IN ('auth.rejected', 'input.rejected')"
+        )
+        return int(row["n"])
+
+
+@pytest.fixture
+def served(tmp_path, slack_api, slack_signer, agent_signer, monkeypatch):
+    import bot.incidents
+
+    async def no_diagnosis(services: Any, host: str, incident_id: int) -> None:
+        return None
+
+    monkeypatch.setattr(bot.incidents, "diagnosis_hook", no_diagnosis)
+    settings = parse_settings(
+        {
+            "slack": {"channel": "C0ALERTS"},
+            "approvals": {"approvers": ["U0ALICE", "U0BOB"]},
+            "hosts": {"prod-web-01": {"ssh": {"host": "127.0.0.1", "port": 9, "user": "u"}}},
+        },
+        "<fuzz>",
+    )
+    secrets = Secrets(
+        slack_bot_token=slack_api.token,
+        slack_signing_secret=slack_signer.secret,
+        webhook_token=agent_signer.token,
+        slack_api_url=slack_api.url,
+    )
+    svc = build_services(settings, secrets, tmp_path / "http-fuzz.db")
+    svc.engine.timing = FAST
+    bot = ThreadedBot(svc).start()
+    yield bot
+    bot.stop()
+    svc.close()
+
+
+HTTP_EXAMPLES = settings(FUZZ, max_examples=100)
+
+
+def check_answer(bot: ThreadedBot, before: int, status: int, text: str, ok: set[int]) -> None:
+    assert status < 500, (status, text)
+    assert status in ok, (status, text)
+    if 400 <= status < 500:
+        assert bot.rejections() >= before + 1, (status, text)  # + late ones of followups
+
+
+@HTTP_EXAMPLES
+@given(body=agent_bodies.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=200))
+def test_signed_agent_posts_are_200_or_an_audited_400(served, agent_signer, body: bytes) -> None:
+    count("http-agent")
+    before = served.rejections()
+    status, text = served.post("/alerts/agent", *agent_signer.sign(body))
+    check_answer(served, before, status, text, {200, 400})
+
+
+@HTTP_EXAMPLES
+@given(body=am_bodies.map(lambda v: json.dumps(v).encode()))
+def test_alertmanager_posts_are_200_or_an_audited_400(served, agent_signer, body: bytes) -> None:
+    count("http-alertmanager")
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {agent_signer.token}"}
+    before = served.rejections()
+    status, text = served.post("/alerts/alertmanager", body, headers)
+    check_answer(served, before, status, text, {200, 400})
+
+
+@HTTP_EXAMPLES
+@given(body=sns_messages.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=200))
+def test_unsigned_sns_posts_are_an_audited_400_or_403(served, body: bytes) -> None:
+    count("http-sns")
+    before = served.rejections()
+    status, text = served.post("/alerts/sns", body, {"Content-Type": "application/json"})
+    check_answer(served, before, status, text, {400, 403})
+
+
+@HTTP_EXAMPLES
+@given(
+    text=commands,
+    user=st.sampled_from(["U0ALICE", "U0CAROL"]) | nasty_text,
+    form=st.dictionaries(nasty_text, nasty_text, max_size=3),
+)
+def test_signed_slack_posts_are_answered_never_a_5xx(
+    served, slack_signer, text: str, user: str, form: dict[str, str]
+) -> None:
+    count("http-slack")
+    body = slack_signer.slash_command(text, user_id=user)
+    if form:
+        body += "&" + urllib.parse.urlencode(form)
+    before = served.rejections()
+    status, answer = served.post("/slack/events", body.encode(), slack_signer.headers(body))
+    check_answer(served, before, status, answer, {200, 400})
