@@ -142,6 +142,7 @@ async def test_forged_resigned_wrong_host_and_foreign_topic_are_refused(sns_bot,
     unknown_version = {**good, "SignatureVersion": "3"}
     subject_dropped = {k: v for k, v in good.items() if k != "Subject"}
     unsigned = {k: v for k, v in good.items() if k != "Signature"}
+    not_a_cert = signer.sign(signer.notification(alarm()), cert_url=f"{signer.base_url}/x.txt")
     cases = [
         forged,
         other_key,
@@ -151,6 +152,7 @@ async def test_forged_resigned_wrong_host_and_foreign_topic_are_refused(sns_bot,
         unknown_version,
         subject_dropped,
         unsigned,
+        not_a_cert,
     ]
     for message in cases:
         status, answer = await sns_bot.post("/alerts/sns", message)
@@ -159,7 +161,9 @@ async def test_forged_resigned_wrong_host_and_foreign_topic_are_refused(sns_bot,
     assert sns_bot.incidents() == []
     assert len(sns_bot.audit("auth.rejected")) == len(cases)
     # The certificate was only ever fetched from the allowed host.
-    assert all(hit.startswith("/SimpleNotificationService") for hit in sns_cert_server.hits)
+    assert all(
+        hit.startswith(("/SimpleNotificationService", "/x.txt")) for hit in sns_cert_server.hits
+    )
 
 
 async def test_a_subscription_is_confirmed_only_when_it_verifies(sns_bot, sns_cert_server):
