@@ -404,7 +404,9 @@ async def run_socket_mode(services: Services) -> Any:
         raise ConfigError("--socket-mode needs SLACK_APP_TOKEN (an app-level token, xapp-…)")
     if not token.startswith("xapp-"):
         raise ConfigError("SLACK_APP_TOKEN must be an app-level token (xapp-…), not a bot token")
-    app = create_app(services, gate=AckGate())
+    # Socket Mode requests come over the authenticated websocket: no signature to check.
+    secret = services.secrets.slack_signing_secret or "not-used-in-socket-mode"
+    app = create_app(services, gate=AckGate(), signing_secret=secret)
     handler = AsyncSocketModeHandler(app, token)
     runs.spawn(handler.connect_async())
     return handler

@@ -71,9 +71,8 @@ def slash_envelope(slack_signer, text: str) -> dict:
 async def test_slash_command_over_socket_mode_is_acked_with_the_reply(tmp_path, slack_signer):
     slack = SocketModeSlack([slash_envelope(slack_signer, "help")])
     await slack.server.start_server()
-    secrets = Secrets(
+    secrets = Secrets(  # no signing secret: Socket Mode does not need one
         slack_bot_token="xoxb-socket-mode-test",
-        slack_signing_secret=slack_signer.secret,
         slack_app_token=APP_TOKEN,
         slack_api_url=f"http://127.0.0.1:{slack.server.port}/api/",
     )
