@@ -61,7 +61,27 @@ def render(services: Services, request: Request, note: str = "") -> tuple[str, l
     """Text and blocks of the request message as its state says now."""
     policy = policy_for(services.settings, request.runbook)
     counted = [u for u in request.approvals if policy.counts(u, request.requested_by)]
+    note = note or busy_note(services, request)
     return request_blocks.request_message(request, policy, approved_by=counted, note=note)
+
+
+def busy_note(services: Services, request: Request) -> str:
+    """While a request is pending, say so if another runbook holds its host right now (the
+    engine would refuse to start this one until that one is done)."""
+    holder = getattr(services.engine, "lock_holder", None)
+    if request.state != "pending" or holder is None:
+        return ""
+    try:
+        lock = holder(services, request.host)
+    except Exception:  # a hint only; never fail a message over it
+        log.debug("lock_holder failed", exc_info=True)
+        return ""
+    if not isinstance(lock, dict) or lock.get("request_id") in (None, request.id):
+        return ""
+    return (
+        f"At {utcnow():%H:%M} UTC {request.host} was busy with {lock.get('runbook')}"
+        f" {lock.get('request_id')}; this one cannot start until that one has finished."
+    )
 
 
 def update_message(

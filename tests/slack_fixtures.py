@@ -51,6 +51,7 @@ class StandInEngine:
         self.validated: list[tuple[str, str, dict[str, str]]] = []
         self.executed: list[Any] = []
         self.gate: asyncio.Event | None = None  # set it to hold executions mid-run
+        self.locks: dict[str, dict[str, Any]] = {}  # host -> what lock_holder answers
 
     def get_runbook(self, name: str) -> str:
         if name not in self.RUNBOOKS:
@@ -105,8 +106,8 @@ class StandInEngine:
             error=None if self.outcome == "succeeded" else "swapon: Operation not permitted",
         )
 
-    def lock_holder(self, services: Services, host: str) -> None:
-        return None
+    def lock_holder(self, services: Services, host: str) -> dict[str, Any] | None:
+        return self.locks.get(host)
 
 
 @dataclass

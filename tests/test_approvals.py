@@ -228,3 +228,13 @@ async def test_a_click_from_another_channel_is_denied(slack_bot):
     [denied] = bot.audit("request.denied")
     assert denied["actor"] == "U0ALICE"
     assert approvals.get_request(bot.services, request.id).state == "pending"
+
+
+async def test_a_request_for_a_busy_host_says_so(slack_bot):
+    bot = await slack_bot()
+    bot.engine.locks["prod-web-01"] = {"host": "prod-web-01", "request_id": "R-00000000aa",
+                                       "runbook": "resize-instance"}  # fmt: skip
+    request = await bot.ask(user="U0CAROL")
+    shown = text_of(bot.message(request.id))
+    assert "prod-web-01 was busy with resize-instance R-00000000aa" in shown
+    assert "cannot start until that one has finished" in shown
