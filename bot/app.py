@@ -115,16 +115,19 @@ class AckGate:
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """One at a time, in arrival order (asyncio.Lock is FIFO), after the burst."""
+        """One at a time, in arrival order (asyncio.Lock is FIFO), after the burst — but
+        never more than ``max_wait`` after this turn was asked for, however busy it gets."""
+        deadline = time.monotonic() + self.max_wait
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            await self.quiet()
+            await self.quiet(deadline)
             yield
 
-    async def quiet(self) -> None:
-        """Return once no ack has been in flight for ``settle`` seconds (or ``max_wait``)."""
-        deadline = time.monotonic() + self.max_wait
+    async def quiet(self, deadline: float | None = None) -> None:
+        """Return once no ack has been in flight for ``settle`` seconds (or at ``deadline``,
+        by default ``max_wait`` from now)."""
+        deadline = deadline if deadline is not None else time.monotonic() + self.max_wait
         while self.inflight or self._last_busy > time.monotonic() - self.settle:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -215,11 +218,12 @@ async def _after_ack(
     tell the user and carry on (``then``)."""
     trigger = body.get("trigger_id")
     if gate is not None:
+        deadline = time.monotonic() + gate.max_wait
         async with gate.turn():
             if trigger and approvals.seen_delivery(services, f"trigger:{trigger}"):
                 return
             reply = prepare()
-        await gate.quiet()  # replies, too, wait for the acks of a burst
+        await gate.quiet(deadline)  # replies, too, wait for the acks of a burst
     else:
         if trigger and approvals.seen_delivery(services, f"trigger:{trigger}"):
             return
