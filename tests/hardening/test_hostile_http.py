@@ -512,3 +512,85 @@ async def test_wrong_methods_unknown_routes_and_garbage_change_nothing(hostile):
         assert answer == b"" or answer.split(b" ", 2)[1].startswith(b"4"), (garbage, answer)
         assert hostile.changes(snap) == {}
         TALLY.tried += 1
+
+
+# -- the same cases against a real `stabilize serve` process ---------------------------------------
+
+
+async def test_a_real_serve_process_spawns_nothing_and_stores_nothing_for_hostile_input(
+    tmp_path, stabilize_env, slack_signer, agent_signer, sshd, slack_api
+):
+    """Across the process boundary: the server never forks a child (no shell, no ssh binary),
+    never connects to the host, stores no incident or request, and its chain verifies."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import aiohttp
+    from helpers import free_port, wait_for_port, write_config
+    from helpers.sshd import _children_of
+
+    write_config(
+        tmp_path,
+        {
+            "slack": {"channel": "C0ALERTS"},
+            "approvals": {"approvers": ["U0ALICE", "U0BOB"]},
+            "hosts": {"prod-web-01": sshd.host_config()},
+        },
+    )
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    port = free_port()
+    stabilize = Path(sys.executable).parent / "stabilize"
+    mark = sshd.mark()
+    proc = subprocess.Popen(
+        [str(stabilize), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **stabilize_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    cases = agent_cases(agent_signer, str(sentinel)) + slack_cases(slack_signer, str(sentinel))
+    wrong: list[str] = []
+    children: set[int] = set()
+    try:
+        wait_for_port(port, timeout=30, alive=lambda: proc.poll() is None)
+        async with aiohttp.ClientSession() as session:
+            for case in cases:
+                data = json.dumps(case.body).encode() if isinstance(case.body, dict) else case.body
+                async with session.post(
+                    f"http://127.0.0.1:{port}{case.route}", data=data, headers=case.headers
+                ) as resp:
+                    await resp.read()
+                    if resp.status not in case.status:
+                        wrong.append(f"{case.name}: {resp.status}")
+                children.update(_children_of(proc.pid))
+                TALLY.tried += 1
+        await asyncio.sleep(1.0)  # the work after the acks
+        children.update(_children_of(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert not wrong, wrong
+    assert not children, f"stabilize serve started child processes: {children}"
+    assert sshd.connections(mark) == 0
+    assert list(sentinel.iterdir()) == []
+    assert [c.method for c in slack_api.calls() if c.method.startswith("chat.")] == []
+    conn = sqlite3.connect(stabilize_env["STABILIZE_DB"])
+    try:
+        for table in ("incidents", "alerts", "requests", "executions"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+        actions = {r[0] for r in conn.execute("SELECT DISTINCT action FROM audit_events")}
+        assert actions <= {"auth.rejected", "input.rejected"}, actions
+    finally:
+        conn.close()
+    verify = subprocess.run(
+        [str(stabilize), "audit", "verify"],
+        env={**os.environ, **stabilize_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
