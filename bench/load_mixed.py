@@ -1,7 +1,7 @@
 """Sustained mixed load against a real ``stabilize serve``: signed agent alerts, slash commands
 and approve clicks at a bounded rate, all over loopback, with a local Slack stand-in.
 
-    .venv/bin/python bench/load_mixed.py [--seconds 60] [--rate 30] [--json]
+    .venv/bin/python bench/load_mixed.py [--seconds 60] [--rate 30] [--slack-outage 30] [--json]
 
 Reports the ack latency (p50/p99, per kind), the server's RSS before and after, and checks
 that nothing was lost: every alert answered 200 is in the audit log, every click got its
@@ -63,6 +63,11 @@ class Figures:
     executions: int = 0
     rss_before_kib: int = 0
     rss_after_kib: int = 0
+    outage: float = 0.0
+    slack_refused: int = 0
+    incident_messages_expected: int = 0
+    incident_messages_posted: int = 0
+    duplicate_posts: int = 0
     errors: list[str] = field(default_factory=list)
 
     def record(self, kind: str, status: int, seconds: float) -> None:
@@ -83,7 +88,12 @@ class Figures:
 
     @property
     def lost(self) -> int:
-        return (self.alerts_accepted - self.alerts_in_audit) + (self.clicks - self.clicks_answered)
+        missing = self.incident_messages_expected - self.incident_messages_posted
+        return (
+            (self.alerts_accepted - self.alerts_in_audit)
+            + (self.clicks - self.clicks_answered)
+            + max(missing, 0)
+        )
 
     def summary(self) -> dict[str, Any]:
         every = self.all_latencies()
@@ -109,6 +119,13 @@ class Figures:
             "requests_created": self.requests_created,
             "executions": self.executions,
             "rss_kib": {"before": self.rss_before_kib, "after": self.rss_after_kib},
+            "slack_outage_s": self.outage,
+            "slack_calls_refused": self.slack_refused,
+            "incident_messages": {
+                "expected": self.incident_messages_expected,
+                "posted": self.incident_messages_posted,
+                "duplicates": self.duplicate_posts,
+            },
             "lost": self.lost,
             "errors": self.errors[:10],
         }
@@ -200,10 +217,14 @@ async def drive(
     seconds: float,
     rate: float,
     seed: int = 1,
+    outage: float = 0.0,
 ) -> Figures:
-    """Open-loop load: one request every 1/rate s (at most MAX_IN_FLIGHT outstanding)."""
+    """Open-loop load: one request every 1/rate s (at most MAX_IN_FLIGHT outstanding).
+    ``outage``: Slack answers 503 for its first 60 % and 429 (Retry-After 1) for the rest."""
     rng = random.Random(seed)
-    figures = Figures(seconds=seconds, rate=rate)
+    figures = Figures(seconds=seconds, rate=rate, outage=outage)
+    if outage:
+        slack.fail_for(outage * 0.6, status=503)
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)
     click_urls: list[str] = []
     tasks: set[asyncio.Task[None]] = set()
@@ -276,11 +297,15 @@ async def drive(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         start = time.monotonic()
         n = 0
+        limited = not outage
         while True:
             due = start + n / rate
             now = time.monotonic()
             if due - start >= seconds:
                 break
+            if not limited and now - start >= outage * 0.6:
+                slack.fail_for(outage * 0.4, status=429, retry_after=1)
+                limited = True
             if due > now:
                 await asyncio.sleep(due - now)
             one(session)
@@ -300,6 +325,31 @@ async def drive(
     return figures
 
 
+def outbox_pending(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def count_messages(db: Path, slack: SlackStandIn, figures: Figures) -> None:
+    """Every incident got its one top-level message, and no key was posted twice."""
+    keys = [
+        ((m.get("metadata") or {}).get("event_payload") or {}).get("key") for m in slack.messages()
+    ]
+    keys = [k for k in keys if k]
+    figures.duplicate_posts = len(keys) - len(set(keys))
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        incidents = [r[0] for r in conn.execute("SELECT id FROM incidents")]
+    finally:
+        conn.close()
+    figures.incident_messages_expected = len(incidents)
+    figures.incident_messages_posted = len(set(keys) & {f"incident:{i}" for i in incidents})
+    figures.slack_refused = sum(1 for c in slack.calls() if c.status != 200)
+
+
 def count_in_db(db: Path, figures: Figures) -> None:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
@@ -315,7 +365,9 @@ def count_in_db(db: Path, figures: Figures) -> None:
         conn.close()
 
 
-async def run(seconds: float, rate: float, workdir: Path | None = None) -> Figures:
+async def run(
+    seconds: float, rate: float, workdir: Path | None = None, outage: float = 0.0
+) -> Figures:
     """Start the stand-in and the server, drive the load, count, stop; return the figures."""
     with tempfile.TemporaryDirectory(prefix="stabilize-load-") as tmp:
         directory = workdir or Path(tmp)
@@ -334,10 +386,15 @@ async def run(seconds: float, rate: float, workdir: Path | None = None) -> Figur
                     await session.get(server.url + "/healthz")
                 before = rss_kib(server.process.pid)
                 figures = await drive(
-                    server, slack, slack_signer, agent, seconds=seconds, rate=rate
+                    server, slack, slack_signer, agent, seconds=seconds, rate=rate, outage=outage
                 )
                 figures.rss_before_kib = before
                 figures.rss_after_kib = rss_kib(server.process.pid)
+                # Let the outbox deliver what queued (during an outage: everything).
+                deadline = time.monotonic() + 120
+                while outbox_pending(server.db) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+                count_messages(server.db, slack, figures)
             finally:
                 server.stop()
             count_in_db(server.db, figures)
@@ -348,11 +405,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=30.0, help="requests per second")
+    parser.add_argument(
+        "--slack-outage",
+        type=float,
+        default=0.0,
+        help="seconds at the start during which Slack answers 503, then 429",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args()
     if not (0 < args.rate <= 500 and 0 < args.seconds <= 3600):
         parser.error("--rate must be in (0, 500] and --seconds in (0, 3600]")
-    figures = asyncio.run(run(args.seconds, args.rate))
+    if not 0 <= args.slack_outage <= args.seconds:
+        parser.error("--slack-outage must be between 0 and --seconds")
+    figures = asyncio.run(run(args.seconds, args.rate, outage=args.slack_outage))
     summary = figures.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -374,8 +439,13 @@ def main() -> int:
             f"RSS {figures.rss_before_kib} KiB before, {figures.rss_after_kib} KiB after"
             f" ({statistics.fmean([figures.rss_after_kib, figures.rss_before_kib]):.0f} mean)"
         )
+        print(
+            f"Slack: {figures.slack_refused} calls refused during a {figures.outage:g} s outage;"
+            f" incident messages {figures.incident_messages_posted} of"
+            f" {figures.incident_messages_expected}, duplicates {figures.duplicate_posts}"
+        )
         print(f"lost: {figures.lost}; errors: {len(figures.errors)}")
-    return 1 if figures.lost or figures.errors else 0
+    return 1 if figures.lost or figures.errors or figures.duplicate_posts else 0
 
 
 if __name__ == "__main__":
