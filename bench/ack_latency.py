@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -118,6 +119,21 @@ def run_server(which: str, port: int, db: str, api_url: str, token: str, secret:
         services = build_services(bench_settings(), secrets, db)
         services.engine = PlanOnlyEngine()
         app = build_web_app(services)
+    if os.environ.get("BENCH_DEBUG"):
+        import gc
+
+        started: list[float] = []
+
+        def timing(phase: str, info: dict) -> None:
+            if phase == "start":
+                started[:] = [time.perf_counter()]
+            elif started and info.get("generation") == 2:
+                print(
+                    f"[{which}] gc gen2 {1000 * (time.perf_counter() - started[0]):.0f} ms",
+                    file=sys.stderr,
+                )
+
+        gc.callbacks.append(timing)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -131,8 +147,9 @@ def start_server(which: str, db: Path, api: SlackStandIn, secret: str) -> tuple[
 
 
 async def quiet(session: ClientSession, health: str) -> None:
-    """Until the bot's outbox is delivered (the work after the last burst is done)."""
-    await asyncio.sleep(0.05)
+    """Until the work after the last burst is done: its decisions and replies (they start
+    once the burst is acked and take well under this pause), and the outbox delivered."""
+    await asyncio.sleep(0.3)
     for _ in range(500):
         async with session.get(health) as resp:
             if (await resp.json()).get("outbox_pending") == 0:
@@ -239,6 +256,8 @@ async def main(rounds: int, concurrency: int) -> int:
             f"  median burst p99 {typical:.2f}×  (goal p99 ≤ 1.30×)"
         )
     print("goal met" if worst <= 1.3 else f"goal NOT met: worst p99 ratio {worst:.2f}×")
+    if os.environ.get("BENCH_DEBUG"):
+        print([round(b * 1000) for b in bursts[("click", "ours")]])
     print(
         "(burst p99: the median over bursts of each burst's p99 — less sensitive to a shared"
         " machine's stalls than the p99 over all requests)"
