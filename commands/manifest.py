@@ -2,7 +2,9 @@
 
 Only what the bot uses: the ``/stabilize`` slash command, interactivity (the buttons), and the
 bot scopes ``commands`` (the slash command), ``chat:write`` (messages, updates, ephemeral
-replies) and ``chat:write.public`` (post in ``slack.channel`` without being invited first).
+replies), ``chat:write.public`` (post in ``slack.channel`` without being invited first) and
+``channels:history`` / ``groups:history`` (after a crash between Slack accepting a post and our
+commit, the outbox looks the post up by its metadata key instead of posting it twice).
 No event subscriptions, no user scopes.
 """
 
@@ -17,7 +19,13 @@ import yaml
 from bot.errors import InputError
 from commands.common import handle_errors
 
-BOT_SCOPES = ["commands", "chat:write", "chat:write.public"]
+BOT_SCOPES = [
+    "commands",
+    "chat:write",
+    "chat:write.public",
+    "channels:history",
+    "groups:history",
+]
 EVENTS_PATH = "/slack/events"
 PLACEHOLDER_URL = "https://stabilize.example.com" + EVENTS_PATH
 

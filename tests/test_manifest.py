@@ -17,7 +17,14 @@ def test_default_manifest_parses_and_asks_for_the_minimum():
     assert result.exit_code == 0, result.output
     data = yaml.safe_load(result.output)
     assert data["oauth_config"]["scopes"] == {
-        "bot": ["commands", "chat:write", "chat:write.public"]
+        "bot": [
+            "commands",
+            "chat:write",
+            "chat:write.public",
+            # The outbox's duplicate check after a crash reads the channel's history.
+            "channels:history",
+            "groups:history",
+        ]
     }
     [command] = data["features"]["slash_commands"]
     assert command["command"] == "/stabilize"
