@@ -436,7 +436,7 @@ async def test_slack_route_refuses_every_hostile_request(hostile, slack_signer):
     body = slack_signer.slash_command("help")
     headers = slack_signer.headers(body)
     status, text = await hostile.post("/slack/events", body, headers)
-    assert status == 200 and "Usage" in text or "stabilize" in text, text
+    assert status == 200 and ("Usage" in text or "stabilize" in text), text
     await hostile.settle()
     hostile.first_snapshot = hostile.snapshot()
     replay = Case("replayed body (a Slack retry)", "/slack/events", body, headers,
