@@ -10,6 +10,8 @@ from bot.errors import InputError
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+# Longer than this overflows datetime arithmetic (now - since) long before it means anything.
+MAX_SECONDS = 100 * 365 * 86400.0
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -19,13 +21,19 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, int | float):
         if text < 0:
             raise InputError(f"malformed duration {text!r}: must not be negative")
-        return float(text)
+        return _bounded(text, float(text))
     value = str(text).strip().lower()
     if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
+        return _bounded(text, float(value))
     if not _WHOLE.fullmatch(value):
         raise InputError(f"malformed duration {text!r} (use e.g. 30s, 15m, 2h, 7d)")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
+    return _bounded(text, sum(float(n) * _UNITS[u] for n, u in _PART.findall(value)))
+
+
+def _bounded(text: str | int | float, seconds: float) -> float:
+    if not seconds <= MAX_SECONDS:  # also refuses inf and nan
+        raise InputError(f"duration {str(text)[:40]!r} is too long (at most 100 years)")
+    return seconds
 
 
 def parse_timedelta(text: str | int | float) -> timedelta:
