@@ -334,9 +334,18 @@ def services(tmp_path):
     svc.close()
 
 
-words = st.sampled_from(
-    ["run", "audit", "help", "add-swap", "resize-instance", "prod-web-01", "size=4G", "24h"]
-) | nasty_text.map(lambda s: s.replace(" ", "")).filter(bool)
+durations = st.builds(
+    lambda n, unit: f"{n}{unit}",
+    st.integers(0, 10**30),
+    st.sampled_from(["ms", "s", "m", "h", "d", "w"]),
+)
+words = (
+    st.sampled_from(
+        ["run", "audit", "help", "add-swap", "resize-instance", "prod-web-01", "size=4G", "24h"]
+    )
+    | durations
+    | nasty_text.map(lambda s: s.replace(" ", "")).filter(bool)
+)
 commands = st.lists(words, max_size=6).map(" ".join) | nasty_text
 
 

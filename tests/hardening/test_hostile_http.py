@@ -395,6 +395,8 @@ def slack_cases(signer: SlackSigner, sentinel: str) -> list[Case]:
         "audit $(id)",
         "audit prod-web-01 24h;id",
         "audit a b c",
+        "audit 100000000d",
+        "audit 99999999999999999999w",
         "\x1b[31mprod-web-01",
     ]
     for text in texts:
