@@ -82,7 +82,9 @@ async def test_ssh_timeout_with_aws_facts_recommends_resize_in_time(aws_env, ser
         silent.close()
     assert d.findings[0].title.startswith("SSH timed out")
     resize = [r for r in d.recommendations if r.runbook == "resize-instance"]
-    assert resize and resize[0].params == {"type": "t3.small"}
+    # The instance is in web-asg: the resize is forced, and the reason says what that means.
+    assert resize and resize[0].params == {"type": "t3.small", "force": "true"}
+    assert "member of web-asg" in resize[0].reason
     assert "needs no SSH" in resize[0].reason
 
 

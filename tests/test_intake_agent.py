@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from intake_fixtures import bot_server, diagnoses, payload, top_level, until  # noqa: F401
 
@@ -31,8 +32,12 @@ async def test_repeats_update_the_same_message_and_resolve_says_resolved(
     bot_server, agent_signer, slack_api
 ):
     alert = payload("agent_oom.json")
-    for age in range(3):  # each sent at its own second, as the agent does
-        status, _ = await bot_server.post("/alerts/agent", *agent_signer.sign(alert, age=age))
+    # Each sent at its own second, as the agent does. One base time for all three: ages taken
+    # from a clock that ticks between them could land on the same second (a replay).
+    base = int(time.time())
+    for age in range(3):
+        signed = agent_signer.sign(alert, timestamp=base - age)
+        status, _ = await bot_server.post("/alerts/agent", *signed)
         assert status == 200
     await until(lambda: "3 alerts" in (top_level(slack_api) or [{"text": ""}])[0]["text"])
     status, answer = await bot_server.post(
