@@ -16,40 +16,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from bot.intake.sns import string_to_sign
 from bot.sandbox import LOOPBACK, SandboxError
-
-# Which fields SNS signs, in this order, per message type.
-_SIGNED_FIELDS = {
-    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    "UnsubscribeConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-}
-
-
-def string_to_sign(message: dict[str, Any]) -> bytes:
-    """SNS's canonical text: ``name\\nvalue\\n`` for each signed field present."""
-    fields = _SIGNED_FIELDS[message["Type"]]
-    parts = []
-    for name in fields:
-        if name in message and message[name] is not None:
-            parts.append(f"{name}\n{message[name]}\n")
-    return "".join(parts).encode("utf-8")
 
 
 class SnsSigner:
