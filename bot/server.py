@@ -56,7 +56,10 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        # Returned as a plain response: aiohttp deprecates returning the exception object.
+        response = web.Response(
+            status=exc.status, reason=exc.reason, text=exc.text, headers=exc.headers
+        )
     except Exception:
         log.exception("unhandled error on %s", route)
         response = web.json_response(
