@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,8 +145,11 @@ class Hostile:
         aws = self.moto.count() - snap.aws
         if aws:
             out["aws_calls"] = aws
-        calls = [c.method for c in self.slack.calls()[snap.slack :]]
-        calls = [c for c in calls if c not in slack_methods | READ_ONLY_SLACK]
+        calls = [
+            f"{c.method}: {str(c.args.get('text', ''))[:80]}"
+            for c in self.slack.calls()[snap.slack :]
+            if c.method not in slack_methods | READ_ONLY_SLACK
+        ]
         if calls:
             out["slack_calls"] = calls
         if not cert_fetch and len(self.certs.hits) != snap.cert_hits:
@@ -166,6 +170,16 @@ class Hostile:
             if pending:
                 await asyncio.wait(pending, timeout=30)
             await self.services.outbox.drain(10)
+        # Then until quiet: nothing running, nothing queued, no new Slack call for 0.5 s.
+        deadline = time.monotonic() + 20
+        seen = -1
+        while time.monotonic() < deadline:
+            calls = len(self.slack.calls())
+            busy = any(not t.done() for t in incidents._running) or self.services.outbox.pending()
+            if calls == seen and not busy:
+                return
+            seen = calls
+            await asyncio.sleep(0.5)
 
 
 class _Collect(logging.Handler):
