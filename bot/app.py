@@ -37,7 +37,7 @@ log = logging.getLogger("stabilize.slack")
 
 SIGNATURE_WINDOW = 300  # seconds; Slack's own rule
 ROUTE = "/slack/events"
-_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,31}$")
+_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,31}\Z")
 
 
 class _QuietClientWarning(logging.Filter):

@@ -48,9 +48,9 @@ __all__ = [
     "update_message",
 ]
 
-REQUEST_ID_RE = re.compile(r"^R-[0-9a-f]{10}$")
-RUNBOOK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-PARAM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+REQUEST_ID_RE = re.compile(r"^R-[0-9a-f]{10}\Z")
+RUNBOOK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+PARAM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 OPEN_STATES = frozenset({"pending"})
 FINAL_STATES = frozenset(
     {"succeeded", "failed", "rolled_back", "rejected", "expired", "interrupted"}

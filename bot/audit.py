@@ -72,7 +72,7 @@ _INSERT_SQL = (
     f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 )
 
-_ACTOR_RE = re.compile(r"^(system|sns|alertmanager|agent|cli:[^\s]{1,64}|[UW][A-Z0-9]{2,31})$")
+_ACTOR_RE = re.compile(r"^(system|sns|alertmanager|agent|cli:[^\s]{1,64}|[UW][A-Z0-9]{2,31})\Z")
 
 
 def canonical(row: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from commands.slash import reject_input
 
 log = logging.getLogger(__name__)
 
-_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 
 
 def handle_action(

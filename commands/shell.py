@@ -27,7 +27,7 @@ from commands.reply import Blocks, Reply
 from commands.slash import handle_command
 
 DEFAULT_USER = "U0SHELL"
-USER_RE = re.compile(r"^[UW][A-Z0-9]{2,31}$")
+USER_RE = re.compile(r"^[UW][A-Z0-9]{2,31}\Z")
 
 
 class ShellSession:

@@ -35,7 +35,7 @@ RUN_USAGE = (
 )
 AUDIT_USAGE = "Usage: `/stabilize audit [host] [since]`, e.g. `audit web-1 24h`"
 DEFAULT_SINCE = "24h"
-_DURATION_RE = re.compile(r"^\d+(?:\.\d+)?(?:ms|s|m|h|d|w)(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))*$")
+_DURATION_RE = re.compile(r"^\d+(?:\.\d+)?(?:ms|s|m|h|d|w)(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))*\Z")
 
 HELP = "\n".join(
     [

@@ -9,9 +9,10 @@ did: swapoff, remove the file, remove the fstab line it added.
 from __future__ import annotations
 
 import shlex
+from pathlib import PurePosixPath
 from typing import Any
 
-from bot.errors import ExecutionError
+from bot.errors import ExecutionError, InputError
 from runbooks.executors import describe_target, run_checked, wrap_command
 from runbooks.model import AlreadyDone, PlanStep, Refused, Runbook, RunContext, Step, Target
 from runbooks.params import Param, format_size, human_size, parse_size
@@ -64,6 +65,22 @@ PARAMS = (
     Param("path", "path", "where the swap file goes", default="/swapfile"),
     Param("fstab", "path", "the fstab that persists it across reboots", default="/etc/fstab"),
 )
+
+
+def check(target: Target, params: dict[str, Any]) -> dict[str, Any]:
+    """The fstab step appends a line to ``fstab``: refuse anything that is not an fstab (a
+    typo or a hostile ``fstab=/etc/passwd`` would otherwise get a swap line appended)."""
+    name = PurePosixPath(params["fstab"]).name
+    if "fstab" not in name:
+        raise InputError(
+            f"fstab={params['fstab']}: not an fstab file (its name must contain 'fstab',"
+            " e.g. /etc/fstab)"
+        )
+    if params["fstab"] == params["path"]:
+        raise InputError(
+            f"path and fstab are both {params['path']}: give the swap file its own path"
+        )
+    return params
 
 
 def plan(target: Target, params: dict[str, Any]) -> list[PlanStep]:
@@ -197,4 +214,5 @@ RUNBOOK = Runbook(
     steps=steps,
     verify=verify,
     rollback=rollback,
+    check=check,
 )

@@ -19,7 +19,7 @@ Kind = Literal["size", "int", "bool", "path", "str"]
 _SIZE_RE = re.compile(r"^(\d+)([KMGT]?)(?:i?B)?$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # Paths go into shell commands (quoted anyway) and /proc/swaps (which escapes spaces).
-_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}\Z")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 

@@ -46,7 +46,9 @@ def services(sshd, settings_factory, tmp_path):
 
 def _missing_folder_job(tmp_path) -> ExecutionRequest:
     # Fails fast at the preflight without changing anything: handy to exercise the engine.
-    return job("add-swap", HOST, size="1G", path=tmp_path / "nope" / "swap", fstab=tmp_path / "f")
+    return job(
+        "add-swap", HOST, size="1G", path=tmp_path / "nope" / "swap", fstab=tmp_path / "fstab"
+    )
 
 
 async def test_a_busy_host_is_refused_naming_who_holds_it(services, tmp_path):

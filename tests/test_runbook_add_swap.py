@@ -156,7 +156,7 @@ def test_without_fallocate_the_file_is_written_with_dd(tmp_path):
     (stubs / "fallocate").chmod(0o755)
     with small_tmpfs("1100M") as folder:
         path = folder / "swapfile"
-        text = commands({"size": "1G", "path": str(path), "fstab": str(tmp_path / "f")})
+        text = commands({"size": "1G", "path": str(path), "fstab": str(tmp_path / "fstab")})
         done = subprocess.run(
             ["sh", "-c", text["allocate"]],
             env={"PATH": f"{stubs}:{os.environ['PATH']}"},

@@ -76,6 +76,11 @@ def test_plan_as_root_needs_no_sudo(cli):
         (("add-swap", "prod-web-01", "sizeless"), "parameters are key=value"),
         (("add-swap", "prod-web-01", "path=relative/x"), "use an absolute path"),
         (("add-swap", "prod-web-01", "path=/a/../etc/passwd"), "use an absolute path"),
+        (("add-swap", "prod-web-01", "fstab=/etc/passwd"), "fstab=/etc/passwd: not an fstab file"),
+        (
+            ("add-swap", "prod-web-01", "path=/tmp/fstab", "fstab=/tmp/fstab"),
+            "path and fstab are both /tmp/fstab",
+        ),
         (("scale-asg", "prod-web-01", "desired=2"), "needs an Auto Scaling Group"),
     ],
 )

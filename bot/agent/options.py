@@ -23,7 +23,7 @@ KINDS = (
     "custom",
 )
 SEVERITIES = ("critical", "warning", "info")
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
 ENDPOINT_PATH = "/alerts/agent"
 
 
