@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import SshTarget
+from bot.ssh import connection
 
 if TYPE_CHECKING:
     from bot.facts import Facts, HostTarget
@@ -150,31 +151,7 @@ class SshRunner:
         self.label = f"ssh {_where(target)}{via}"
 
     def _connection(self, target: SshTarget, gateway: Any = None) -> Any:
-        from fabric import Config, Connection
-
-        t = self.connect_timeout
-        kwargs: dict[str, Any] = {
-            # fabric's own connect_timeout is truncated to whole seconds: pass paramiko's.
-            "timeout": t,
-            "banner_timeout": t,
-            "auth_timeout": t,
-            "channel_timeout": t,
-        }
-        if target.key:
-            kwargs.update(
-                key_filename=str(Path(target.key).expanduser()),
-                look_for_keys=False,
-                allow_agent=False,
-            )
-        config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
-        return Connection(
-            target.host,
-            user=target.user,
-            port=target.port,
-            connect_kwargs=kwargs,
-            config=config,
-            gateway=gateway,
-        )
+        return connection(target, self.connect_timeout, gateway)
 
     def _blocking(self, command: str, conn: Any, opened: threading.Event) -> RunResult:
         started = time.monotonic()

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
-from bot.config import HostSettings, SshTarget
+from bot.config import HostSettings
 from bot.errors import ExecutionError
+from bot.ssh import connection
 from runbooks.executors import CommandResult
 
 if TYPE_CHECKING:
     from bot.services import Services
 
 log = logging.getLogger(__name__)
-
-
-def _connection(target: SshTarget, timeout: float, gateway: Connection | None = None) -> Any:
-    # fabric's own connect_timeout is truncated to whole seconds: give paramiko its own.
-    connect_kwargs: dict[str, Any] = {
-        "timeout": timeout,
-        "banner_timeout": timeout,
-        "auth_timeout": timeout,
-        "channel_timeout": timeout,
-    }
-    if target.key:
-        connect_kwargs.update(
-            key_filename=os.path.expanduser(target.key), look_for_keys=False, allow_agent=False
-        )
-    # Hermetic: what the YAML says is what we use; stdin is never forwarded.
-    config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
-    return Connection(
-        target.host,
-        user=target.user,
-        port=target.port,
-        connect_kwargs=connect_kwargs,
-        gateway=gateway,
-        config=config,
-    )
 
 
 class SshExecutor:
@@ -52,9 +27,9 @@ class SshExecutor:
         timeout = settings.ssh.connect_timeout
         gateway = None
         if host.ssh.gateway:
-            gateway = _connection(settings.ssh.gateways[host.ssh.gateway], timeout)
+            gateway = connection(settings.ssh.gateways[host.ssh.gateway], timeout)
         self.name = name
-        self.conn = _connection(host.ssh, timeout, gateway)
+        self.conn = connection(host.ssh, timeout, gateway)
         self._gateway = gateway
         self.description = f"ssh {host.ssh.user or ''}@{host.ssh.host}:{host.ssh.port}"
 
