@@ -71,12 +71,19 @@ def spawn(coro: Any) -> asyncio.Task[Any]:
 
 
 async def wait_idle(timeout: float = 30.0) -> None:
-    """Wait for every task spawned here (tests, the shell, shutdown)."""
-    while _TASKS:
-        pending = [t for t in _TASKS if not t.done()]
-        if not pending:
+    """Wait, at most ``timeout`` seconds in all, for the tasks spawned here on this event loop
+    (tests, the shell, shutdown). A task whose loop was closed while it was pending can never
+    finish: it is forgotten rather than waited for, which would never end."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for task in [t for t in _TASKS if t.get_loop().is_closed()]:
+            _TASKS.discard(task)
+        pending = [t for t in _TASKS if not t.done() and t.get_loop() is loop]
+        left = deadline - loop.time()
+        if not pending or left <= 0:
             return
-        await asyncio.wait(pending, timeout=timeout)
+        await asyncio.wait(pending, timeout=left)
 
 
 def start(services: Services, request_id: str) -> asyncio.Task[Any]:

@@ -166,7 +166,7 @@ class Hostile:
         await asyncio.sleep(0.3)
         for _ in range(3):
             await runs.wait_idle(10)
-            pending = [t for t in incidents._running if not t.done()]
+            pending = mine(incidents._running)
             if pending:
                 await asyncio.wait(pending, timeout=30)
             await self.services.outbox.drain(10)
@@ -175,11 +175,18 @@ class Hostile:
         seen = -1
         while time.monotonic() < deadline:
             calls = len(self.slack.calls())
-            busy = any(not t.done() for t in incidents._running) or self.services.outbox.pending()
+            busy = bool(mine(incidents._running)) or self.services.outbox.pending()
             if calls == seen and not busy:
                 return
             seen = calls
             await asyncio.sleep(0.5)
+
+
+def mine(tasks: set[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
+    """The unfinished tasks of this test's event loop: earlier tests' loops are closed, and a
+    task left pending on a closed loop never finishes."""
+    loop = asyncio.get_running_loop()
+    return [t for t in tasks if not t.done() and t.get_loop() is loop]
 
 
 class _Collect(logging.Handler):
