@@ -23,6 +23,7 @@ from bot.durations import parse_duration
 from bot.errors import InputError, StabilizeError
 from bot.services import Services
 from commands.reply import Reply, Responder, error
+from runbooks.params import parse_pairs
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +93,12 @@ def handle_command(services: Services, *, user: str, channel: str, text: str) ->
 # -- run -----------------------------------------------------------------------------------
 
 
-def parse_params(words: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for word in words:
-        key, sep, value = word.partition("=")
-        if not sep or not key:
-            raise InputError(f"parameters are key=value, got {word[:40]!r}")
-        if key in params:
-            raise InputError(f"parameter {key!r} given twice")
-        params[key] = value
-    return params
-
-
 def _run(services: Services, user: str, channel: str, words: list[str]) -> Reply:
     if len(words) < 2:
         return reject_input(services, user, "run", f"Which runbook on which host? {RUN_USAGE}")
     runbook, host, rest = words[0], words[1], words[2:]
     try:
-        params = parse_params(rest)
+        params = parse_pairs(rest)
         approvals.check_names(runbook, host, params)
         engine = services.engine
         if engine is None:

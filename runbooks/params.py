@@ -142,13 +142,16 @@ def parse_params(runbook: str, params: tuple[Param, ...], raw: Mapping[str, Any]
 
 
 def parse_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``["size=4G", "path=/swap"]`` → dict; InputError on anything without ``=``."""
+    """``["size=4G", "path=/swap"]`` → dict; InputError on anything without ``=``.
+
+    Shared by the CLI and the slash command; what it echoes back is clipped, so a hostile
+    word cannot make the one-line error long."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InputError(f"{pair!r}: parameters are key=value (e.g. size=4G)")
+            raise InputError(f"{pair[:40]!r}: parameters are key=value (e.g. size=4G)")
         if key in out:
-            raise InputError(f"{key} given twice")
+            raise InputError(f"{key[:40]} given twice")
         out[key] = value
     return out
