@@ -56,7 +56,8 @@ def sign(body: bytes) -> dict[str, str]:
     }
 
 
-def bodies(alerts: int, hosts: int) -> list[bytes]:
+def bodies(alerts: int, hosts: int, round_no: int = 0) -> list[bytes]:
+    """Distinct bodies per round: the same body signed within the same second is a replay."""
     return [
         json.dumps(
             {
@@ -64,7 +65,7 @@ def bodies(alerts: int, hosts: int) -> list[bytes]:
                 "kind": "memory_pressure",
                 "severity": "warning",
                 "summary": f"bench #{n}",
-                "details": {"seq": n},
+                "details": {"seq": n, "round": round_no},
             }
         ).encode()
         for n in range(alerts)
@@ -140,6 +141,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     payloads = bodies(args.alerts, args.hosts)
+    rounds = [bodies(args.alerts, args.hosts, r + 1) for r in range(args.rounds)]
 
     with tempfile.TemporaryDirectory(prefix="stabilize-bench-") as tmp, SlackStandIn() as slack:
         dead_port = free_port()  # nothing listens: diagnoses fail fast, no outside network
@@ -181,16 +183,15 @@ async def main() -> None:
             # Warm both up, then alternate rounds so both see the same machine load (other
             # processes share these cores); the best round of each is compared.
             await storm(bare_url + "/alerts/agent", payloads[:200], args.concurrency)
+            await storm(bot_url + "/alerts/agent", payloads[:200], args.concurrency)
             baselines, rates, bare_cpu, bot_cpu = [], [], [], []
-            for _ in range(args.rounds):
+            for batch in rounds:
                 before = cpu_seconds(bare.pid)
-                baselines.append(
-                    await storm(bare_url + "/alerts/agent", payloads, args.concurrency)
-                )
-                bare_cpu.append((cpu_seconds(bare.pid) - before) / len(payloads) * 1e6)
+                baselines.append(await storm(bare_url + "/alerts/agent", batch, args.concurrency))
+                bare_cpu.append((cpu_seconds(bare.pid) - before) / len(batch) * 1e6)
                 before = cpu_seconds(bot.pid)
-                rates.append(await storm(bot_url + "/alerts/agent", payloads, args.concurrency))
-                bot_cpu.append((cpu_seconds(bot.pid) - before) / len(payloads) * 1e6)
+                rates.append(await storm(bot_url + "/alerts/agent", batch, args.concurrency))
+                bot_cpu.append((cpu_seconds(bot.pid) - before) / len(batch) * 1e6)
             baseline, stabilize = max(baselines), max(rates)
             started = time.perf_counter()
             while not await drained(bot_url):

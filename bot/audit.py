@@ -21,7 +21,8 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,9 +76,14 @@ _INSERT_SQL = (
 _ACTOR_RE = re.compile(r"^(system|sns|alertmanager|agent|cli:[^\s]{1,64}|[UW][A-Z0-9]{2,31})\Z")
 
 
+# Built once: ``json.dumps`` with options builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_DETAIL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+
+
 def canonical(row: dict[str, Any]) -> str:
     """The exact text the hash covers (see module docstring)."""
-    return json.dumps(
+    return _CANONICAL.encode(
         [
             row["id"],
             row["ts"],
@@ -89,9 +95,7 @@ def canonical(row: dict[str, Any]) -> str:
             row.get("incident_id"),
             row["detail"],
             row["prev_hash"],
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
+        ]
     )
 
 
@@ -100,13 +104,7 @@ def row_hash(row: dict[str, Any]) -> str:
 
 
 def dump_detail(detail: Any) -> str:
-    return json.dumps(
-        detail if detail is not None else {},
-        ensure_ascii=False,
-        separators=(",", ":"),
-        sort_keys=True,
-        default=str,
-    )
+    return _DETAIL.encode(detail if detail is not None else {})
 
 
 @dataclass(frozen=True)
@@ -138,16 +136,40 @@ class AuditLog:
 
     def __init__(self, db: Database, *, secrets: Sequence[str] = ()) -> None:
         self.db = db
-        self._secrets = tuple(s for s in secrets if s and len(s) >= 4)
+        # ``detail`` is JSON: a secret with a quote, backslash or control character appears in
+        # it escaped, so look for that form too.
+        self._forms = tuple(
+            form
+            for secret in secrets
+            if secret and len(secret) >= 4
+            for form in dict.fromkeys((secret, json.dumps(secret, ensure_ascii=False)[1:-1]))
+        )
+        # Connections inside ``chain``: the head they appended last (None until read once).
+        self._heads: dict[sqlite3.Connection, tuple[int, str] | None] = {}
 
     def _scrub(self, text: str) -> str:
-        # ``text`` is JSON: a secret with a quote, backslash or control character appears in
-        # it escaped, so look for that form too.
-        for secret in self._secrets:
-            for form in (secret, json.dumps(secret, ensure_ascii=False)[1:-1]):
-                if form in text:
-                    text = text.replace(form, "***")
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "***")
         return text
+
+    @contextmanager
+    def chain(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """Inside the caller's write transaction on ``conn``, read the chain head once and
+        then keep it in memory, instead of reading it back before every append.
+
+        Sound because ``BEGIN IMMEDIATE`` holds SQLite's write lock: no other connection can
+        append until the commit, and every append on ``conn`` comes through here. Do not roll
+        back to a savepoint inside the block (the head kept here would outlive its row)."""
+        if not conn.in_transaction:
+            raise RuntimeError("AuditLog.chain() needs a write transaction on the connection")
+        if conn in self._heads:
+            raise RuntimeError("AuditLog.chain() is not re-entrant")
+        self._heads[conn] = None
+        try:
+            yield
+        finally:
+            del self._heads[conn]
 
     def append(
         self,
@@ -160,61 +182,68 @@ class AuditLog:
         incident_id: str | int | None = None,
         detail: dict[str, Any] | None = None,
         conn: sqlite3.Connection | None = None,
+        ts: str | None = None,
     ) -> dict[str, Any]:
         """Append one event and return the stored row.
 
         Pass ``conn`` to append inside a transaction the caller already holds (so that a state
         change and its audit row commit together); otherwise the append is its own transaction.
+        ``ts`` defaults to now (callers that record a batch at one instant pass theirs).
         """
-        event = Event(
-            actor,
-            action,
-            host,
-            runbook,
-            request_id,
-            None if incident_id is None else str(incident_id),
-            detail or {},
-        )
+        incident = None if incident_id is None else str(incident_id)
         if conn is not None:
-            return self._insert(conn, event)
+            return self._insert(
+                conn, actor, action, host, runbook, request_id, incident, detail, ts
+            )
         with self.db.transaction() as tx:
-            return self._insert(tx, event)
+            return self._insert(tx, actor, action, host, runbook, request_id, incident, detail, ts)
 
     def append_many(self, events: Iterable[Event]) -> int:
         """Append several events in one transaction (faster for batches)."""
         n = 0
-        with self.db.transaction() as tx:
-            for event in events:
-                self._insert(tx, event)
+        with self.db.transaction() as tx, self.chain(tx):
+            for e in events:
+                self._insert(
+                    tx, e.actor, e.action, e.host, e.runbook, e.request_id, e.incident_id, e.detail
+                )
                 n += 1
         return n
 
-    def _insert(self, conn: sqlite3.Connection, event: Event) -> dict[str, Any]:
-        if event.action not in ACTIONS:
-            raise StabilizeError(f"unknown audit action {event.action!r}")
-        if not _ACTOR_RE.match(event.actor):
-            raise StabilizeError(f"invalid audit actor {event.actor!r}")
-        last = conn.execute("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetchone()
-        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'").fetchone()
-        # AUTOINCREMENT never reuses ids, so a removed tail leaves a gap verify will name.
-        next_id = max(last[0] if last else 0, seq[0] if seq else 0) + 1
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        actor: str,
+        action: str,
+        host: str | None,
+        runbook: str | None,
+        request_id: str | None,
+        incident_id: str | None,
+        detail: dict[str, Any] | None,
+        ts: str | None = None,
+    ) -> dict[str, Any]:
+        if action not in ACTIONS:
+            raise StabilizeError(f"unknown audit action {action!r}")
+        if not _ACTOR_RE.match(actor):
+            raise StabilizeError(f"invalid audit actor {actor!r}")
+        head = self._heads.get(conn)
+        if head is None:
+            head = _read_head(conn)
         row: dict[str, Any] = {
-            "id": next_id,
-            "ts": iso(),
-            "actor": event.actor,
-            "action": event.action,
-            "host": event.host,
-            "runbook": event.runbook,
-            "request_id": event.request_id,
-            "incident_id": event.incident_id,
-            "detail": self._scrub(dump_detail(event.detail)),
-            "prev_hash": last[1] if last else GENESIS,
+            "id": head[0] + 1,
+            "ts": ts or iso(),
+            "actor": actor,
+            "action": action,
+            "host": host,
+            "runbook": runbook,
+            "request_id": request_id,
+            "incident_id": incident_id,
+            "detail": self._scrub(dump_detail(detail)),
+            "prev_hash": head[1],
         }
         row["hash"] = row_hash(row)
-        conn.execute(
-            _INSERT_SQL,
-            [row[c] for c in COLUMNS],
-        )
+        conn.execute(_INSERT_SQL, [row[c] for c in COLUMNS])
+        if conn in self._heads:
+            self._heads[conn] = (row["id"], row["hash"])
         return row
 
     # -- reading -------------------------------------------------------------------------
@@ -300,6 +329,14 @@ class AuditLog:
                 f"events {prev_id + 1}..{seq[0]} are missing (the newest rows were removed)",
             )
         return VerifyResult(True, checked)
+
+
+def _read_head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The id to continue from and the hash to chain to, read inside the write transaction."""
+    last = conn.execute("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1").fetchone()
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'").fetchone()
+    # AUTOINCREMENT never reuses ids, so a removed tail leaves a gap verify will name.
+    return max(last[0] if last else 0, seq[0] if seq else 0), last[1] if last else GENESIS
 
 
 def detail_of(row: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,9 @@ import sqlite_utils
 from bot.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 30_000
+# SQLite's default: the commit that grows the WAL past this many pages copies it back into
+# the database file (and syncs it) before it returns.
+AUTOCHECKPOINT_PAGES = 1000
 
 
 def utcnow() -> datetime:
@@ -42,6 +45,7 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._autocheckpoint = AUTOCHECKPOINT_PAGES
         if migrate:
             from bot.migrations import apply_migrations
 
@@ -66,6 +70,7 @@ class Database:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(self._autocheckpoint)}")
         except sqlite3.Error as exc:
             raise ConfigError(
                 f"cannot open the database {self.path}: {exc} (set STABILIZE_DB to a writable path)"
@@ -107,6 +112,22 @@ class Database:
             raise
         else:
             conn.execute("COMMIT")
+
+    def defer_checkpoints(self, pages: int = 10_000) -> None:
+        """For a server that calls ``checkpoint`` from a worker thread: commits then only
+        checkpoint themselves (on the request path) once the WAL passes ``pages`` pages, a
+        safety net should the worker fall behind."""
+        self._autocheckpoint = pages
+        with self._lock:
+            for conn in self._all:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy committed WAL pages back into the database file without blocking readers
+        or writers (``PASSIVE``). Returns (pages in the WAL, pages copied). Meant for a
+        worker thread: SQLite does the I/O and syncs with Python's GIL released."""
+        _busy, log_pages, copied = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return log_pages, copied
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         return [dict(r) for r in self.conn.execute(sql, params).fetchall()]

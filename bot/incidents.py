@@ -30,6 +30,7 @@ from bot.services import Services
 log = logging.getLogger(__name__)
 
 _RANK = {"info": 0, "warning": 1, "critical": 2}
+_DETAILS = json.JSONEncoder(default=str, separators=(",", ":"))  # built once, not per alert
 
 
 @dataclass(frozen=True)
@@ -77,19 +78,23 @@ def ingest(
     Every alert gets its ``alerts`` row and audit events; a new incident's message is queued
     in the outbox here; repeats only mark the message stale, and ``incident_message_sync``
     (a background job of ``stabilize serve``) queues one update for it shortly after."""
-    batch = Ingest(services, conn)
-    outcomes = [batch.one(alert) for alert in alerts]
-    batch.finish()
+    with services.audit.chain(conn):
+        batch = Ingest(services, conn)
+        outcomes = [batch.one(alert) for alert in alerts]
+        batch.finish()
     return outcomes
 
 
 class Ingest:
     """One transaction's worth of alerts. Repeats of an incident within it cost one row each
-    (alert + audit); the incident row itself is written once, at ``finish``."""
+    (alert + audit); the incident row itself is written once, at ``finish``. The alerts of
+    one transaction are committed at one instant and carry one timestamp. Use it inside
+    ``services.audit.chain(conn)``."""
 
     def __init__(self, services: Services, conn: sqlite3.Connection) -> None:
         self.services = services
         self.conn = conn
+        self.now = iso()
         self.open: dict[tuple[str, str], dict[str, Any] | None] = {}
         self.dirty: set[tuple[str, str]] = set()
         self.touched: dict[int, str] = {}  # incident id -> "post" | "update"
@@ -104,7 +109,7 @@ class Ingest:
         return self.open[key]
 
     def one(self, alert: Alert) -> Outcome:
-        now = iso()
+        now = self.now
         key = (alert.host, alert.name)
         current = self._current(key)
         if alert.firing:
@@ -185,7 +190,7 @@ class Ingest:
                 alert.status,
                 alert.severity,
                 alert.summary,
-                json.dumps(alert.details, default=str, separators=(",", ":")),
+                _DETAILS.encode(alert.details),
                 alert.external_id,
                 result,
             ),
@@ -209,6 +214,7 @@ class Ingest:
             incident_id=incident_id,
             detail=detail,
             conn=self.conn,
+            ts=now,
         )
         if result in ("opened", "resolved"):
             extra = {"severity": alert.severity} if result == "opened" else {}
@@ -219,6 +225,7 @@ class Ingest:
                 incident_id=incident_id,
                 detail={"alarm": alert.name, "source": alert.source, **extra},
                 conn=self.conn,
+                ts=now,
             )
         return Outcome(alert, result, incident_id)
 
@@ -291,7 +298,7 @@ def accept(services: Services, alerts: Sequence[Alert]) -> list[Outcome]:
 def after_commit(services: Services, outcomes: list[Outcome]) -> None:
     """Count the alerts and start the diagnosis of every incident they opened."""
     for outcome in outcomes:
-        services.metrics.alerts.labels(outcome.alert.source, outcome.result).inc()
+        services.metrics.inc(services.metrics.alerts, outcome.alert.source, outcome.result)
         if outcome.result == "opened" and outcome.incident_id is not None:
             schedule_diagnosis(services, outcome.alert.host, outcome.incident_id)
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
+from bot.db import AUTOCHECKPOINT_PAGES
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         response = web.json_response(
             {"ok": False, "error": "request could not be processed"}, status=400
         )
-    services_of(request).metrics.requests.labels(route, str(response.status)).inc()
+    metrics = services_of(request).metrics
+    metrics.inc(metrics.requests, route, str(response.status))
     log.debug(
         "%s %s -> %s in %.1fms",
         request.method,
@@ -120,4 +123,25 @@ def background_jobs() -> list[Callable[[Services], Coroutine[Any, Any, None]]]:
     async def outbox_worker(services: Services) -> None:
         await services.outbox.run()
 
-    return [outbox_worker, approvals_housekeeping, interrupted_runbooks, incident_message_sync]
+    return [
+        outbox_worker,
+        approvals_housekeeping,
+        interrupted_runbooks,
+        incident_message_sync,
+        wal_checkpoints,
+    ]
+
+
+async def wal_checkpoints(services: Services, *, every: float = 0.5) -> None:
+    """Background job: checkpoint the WAL in a worker thread, so that a commit on the event
+    loop does not stop every request while it copies pages back and syncs the file."""
+    services.db.defer_checkpoints()
+    try:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(services.db.checkpoint)
+            except sqlite3.Error as exc:  # busy or locked: the next round catches up
+                log.warning("WAL checkpoint skipped: %s", exc)
+    finally:
+        services.db.defer_checkpoints(AUTOCHECKPOINT_PAGES)

@@ -387,3 +387,49 @@ def test_a_secret_with_json_special_characters_is_scrubbed_too(tmp_db):
     assert "webhook" not in row["detail"]
     assert json.loads(row["detail"]) == {"header": "Bearer ***"}
     assert log.verify().ok
+
+
+# -- the chain head kept inside one transaction --------------------------------------------
+
+
+def test_appends_inside_chain_read_the_head_once_and_still_make_one_chain(audit, tmp_db):
+    fill(audit, 3)
+    reads: list[str] = []
+    with tmp_db.transaction() as tx:
+        tx.set_trace_callback(reads.append)
+        with audit.chain(tx):
+            for i in range(4):
+                audit.append(
+                    "agent", "alert.received", host="prod-web-01", detail={"n": i}, conn=tx
+                )
+        tx.set_trace_callback(None)
+    assert sum("FROM audit_events ORDER BY id DESC" in sql for sql in reads) == 1
+    fill(audit, 1)  # an append after the block reads the head from the table again
+    assert audit.verify().ok
+    assert_one_chain(tmp_db, 8)
+
+
+def test_a_rolled_back_chain_leaves_the_next_transaction_a_correct_head(audit, tmp_db):
+    fill(audit, 2)
+    with pytest.raises(RuntimeError), tmp_db.transaction() as tx, audit.chain(tx):
+        audit.append("agent", "alert.received", host="a", conn=tx)
+        audit.append("agent", "alert.received", host="b", conn=tx)
+        raise RuntimeError("the batch failed")
+    with tmp_db.transaction() as tx, audit.chain(tx):
+        audit.append("agent", "alert.received", host="c", conn=tx)
+    assert [r["host"] for r in rows(tmp_db)] == ["prod-web-01", "prod-web-01", "c"]
+    assert audit.verify().ok
+
+
+def test_chain_needs_a_transaction_and_is_not_reentrant(audit, tmp_db):
+    with pytest.raises(RuntimeError, match="write transaction"), audit.chain(tmp_db.conn):
+        pass
+    with (
+        tmp_db.transaction() as tx,
+        audit.chain(tx),
+        pytest.raises(RuntimeError, match="re-entrant"),
+        audit.chain(tx),
+    ):
+        pass
+    fill(audit, 1)
+    assert audit.verify().ok

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -71,9 +70,9 @@ def check_replay(services: Services, sig: str, now: float | None = None) -> None
     if len(seen) > 100_000 or (seen and next(iter(seen.values())) < now):
         for key in [k for k, expires in seen.items() if expires < now]:
             del seen[key]
-    stored = services.db.query_one(
-        "SELECT 1 AS hit FROM alerts WHERE external_id = ? LIMIT 1", (sig,)
-    )
+    stored = services.db.conn.execute(
+        "SELECT 1 FROM alerts WHERE external_id = ? LIMIT 1", (sig,)
+    ).fetchone()
     if sig in seen or stored:
         raise AuthError("replayed request: this signature was already used (sign each request)")
     seen[sig] = now + 2 * WINDOW
@@ -114,13 +113,14 @@ def check_signature(
 async def parse(services: Services, request: web.Request, body: bytes) -> list[Alert]:
     sig = request.headers.get("X-Stabilize-Signature")
     check_signature(services, request.headers.get("X-Stabilize-Timestamp"), sig, body)
-    alert = parse_payload(parse_json(body))
     assert sig is not None
-    check_replay(services, sig.strip())
-    return [replace(alert, external_id=sig.strip())]
+    sig = sig.strip()
+    alert = parse_payload(parse_json(body), external_id=sig)
+    check_replay(services, sig)
+    return [alert]
 
 
-def parse_payload(payload: Any) -> Alert:
+def parse_payload(payload: Any, *, external_id: str | None = None) -> Alert:
     if not isinstance(payload, dict):
         raise InputError('expected a JSON object {"host", "kind", "severity", "summary"}')
     host = payload.get("host")
@@ -151,4 +151,5 @@ def parse_payload(payload: Any) -> Alert:
         severity=severity,
         summary=clip(summary or f"{kind} on {host}"),
         details=details,
+        external_id=external_id,
     )

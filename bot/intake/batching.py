@@ -19,6 +19,8 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 256  # requests per transaction
+
 
 async def accept_async(services: Services, alerts: Sequence[Alert]) -> list[Outcome]:
     """``accept`` for the HTTP routes: requests that arrive together share one transaction
@@ -47,16 +49,24 @@ class _Batcher:
         self.loop = loop
         self.waiting: list[tuple[list[Alert], asyncio.Future[list[Outcome]]]] = []
         self.running = False
+        self.seen = 0
 
     async def submit(self, alerts: list[Alert]) -> list[Outcome]:
         future: asyncio.Future[list[Outcome]] = self.loop.create_future()
         self.waiting.append((alerts, future))
         if not self.running:
             self.running = True
+            self.seen = 0
             self.loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
+        # Requests keep joining while each loop pass brings more (their handlers run one pass
+        # after their bytes arrive); commit once a pass brings none, or the batch is full.
+        if self.seen < len(self.waiting) < MAX_BATCH:
+            self.seen = len(self.waiting)
+            self.loop.call_soon(self._flush)
+            return
         batch, self.waiting = self.waiting, []
         self.running = False
         if not batch:
@@ -99,7 +109,8 @@ def _commit_batch(services: Services, batch: list[list[Alert]]) -> list[list[Out
 def _ingest_requests(
     services: Services, conn: sqlite3.Connection, batch: list[list[Alert]]
 ) -> list[list[Outcome]]:
-    work = Ingest(services, conn)
-    results = [[work.one(alert) for alert in alerts] for alerts in batch]
-    work.finish()
+    with services.audit.chain(conn):
+        work = Ingest(services, conn)
+        results = [[work.one(alert) for alert in alerts] for alerts in batch]
+        work.finish()
     return results

@@ -60,7 +60,8 @@ def reject(
         )
     except sqlite3.Error:
         log.exception("could not audit a refused request on %s", request.path)
-    services.metrics.alerts.labels(source, "auth_rejected" if auth else "input_rejected").inc()
+    outcome = "auth_rejected" if auth else "input_rejected"
+    services.metrics.inc(services.metrics.alerts, source, outcome)
     return web.json_response({"ok": False, "error": reason}, status=status)
 
 
