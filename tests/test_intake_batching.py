@@ -57,7 +57,7 @@ async def test_requests_ready_over_successive_loop_passes_share_one_transaction(
     assert services.db.query_one("SELECT count FROM incidents")["count"] == 4
 
 
-async def test_a_lone_request_is_committed_after_one_quiet_pass(services, batches, diagnoses):
+async def test_a_lone_request_is_committed_after_a_few_quiet_passes(services, batches, diagnoses):
     first = await batching.accept_async(services, [alert(1)])
     second = await batching.accept_async(services, [alert(2, host="prod-web-02")])
     assert batches == [1, 1]
