@@ -126,3 +126,18 @@ async def test_a_replayed_request_is_refused_but_a_resent_alert_is_not(bot_serve
     assert status == 200 and answer["incidents"][0]["result"] == "deduplicated"
     assert [i["count"] for i in bot_server.incidents()] == [2]
     assert len(bot_server.audit("auth.rejected")) == 1
+
+
+async def test_a_replay_after_a_restart_is_refused_by_the_stored_request_id(
+    bot_server, agent_signer
+):
+    body, headers = agent_signer.sign(payload("agent_oom.json"))
+    assert (await bot_server.post("/alerts/agent", body, headers))[0] == 200
+    [row] = bot_server.services.db.query("SELECT external_id FROM alerts")
+    # Led by the signed timestamp, so that new ids append to the index.
+    timestamp, signature = headers["X-Stabilize-Timestamp"], headers["X-Stabilize-Signature"]
+    assert row["external_id"] == f"{timestamp}:{signature}"
+    bot_server.services._agent_signatures.clear()  # what a restart forgets
+    status, answer = await bot_server.post("/alerts/agent", body, headers)
+    assert status == 401 and "replayed" in answer["error"]
+    assert len(bot_server.services.db.query("SELECT id FROM alerts")) == 1

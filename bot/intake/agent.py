@@ -35,19 +35,27 @@ KINDS = (
 
 
 async def handle(request: web.Request) -> web.Response:
-    signature_header = request.headers.get("X-Stabilize-Signature", "")
+    key = request_id(request)
     try:
         response = await handle_with(request, SOURCE, parse)
     except BaseException:
-        _forget(request, signature_header)
+        _forget(request, key)
         raise
     if response.status >= 500:  # not stored: the sender may send the same request again
-        _forget(request, signature_header)
+        _forget(request, key)
     return response
 
 
+def request_id(request: web.Request) -> str:
+    """A signed request's id, stored as the alert's ``external_id``: ``<timestamp>:<signature>``.
+    A replay carries both unchanged (the signature covers the timestamp). Led by the time, new
+    ids land at the end of the alerts index instead of at random pages all over it."""
+    timestamp = request.headers.get("X-Stabilize-Timestamp", "").strip()
+    return f"{timestamp}:{request.headers.get('X-Stabilize-Signature', '').strip()}"
+
+
 def _seen(services: Services) -> dict[str, float]:
-    """Signatures accepted (or being accepted) in the last window, per running bot."""
+    """Request ids accepted (or being accepted) in the last window, per running bot."""
     seen: dict[str, float] | None = getattr(services, "_agent_signatures", None)
     if seen is None:
         seen = {}
@@ -55,27 +63,27 @@ def _seen(services: Services) -> dict[str, float]:
     return seen
 
 
-def _forget(request: web.Request, signature_header: str) -> None:
+def _forget(request: web.Request, key: str) -> None:
     from bot.server import services_of
 
-    _seen(services_of(request)).pop(signature_header.strip(), None)
+    _seen(services_of(request)).pop(key, None)
 
 
-def check_replay(services: Services, sig: str, now: float | None = None) -> None:
-    """A signed request is good once: the same signature again within the window is a replay.
-    Checked in memory (also catches two copies in flight) and in the alerts table (survives a
-    restart)."""
+def check_replay(services: Services, key: str, now: float | None = None) -> None:
+    """A signed request is good once: the same ``request_id`` again within the window is a
+    replay. Checked in memory (also catches two copies in flight) and in the alerts table
+    (survives a restart)."""
     now = time.time() if now is None else now
     seen = _seen(services)
     if len(seen) > 100_000 or (seen and next(iter(seen.values())) < now):
-        for key in [k for k, expires in seen.items() if expires < now]:
-            del seen[key]
+        for old in [k for k, expires in seen.items() if expires < now]:
+            del seen[old]
     stored = services.db.conn.execute(
-        "SELECT 1 FROM alerts WHERE external_id = ? LIMIT 1", (sig,)
+        "SELECT 1 FROM alerts WHERE external_id = ? LIMIT 1", (key,)
     ).fetchone()
-    if sig in seen or stored:
+    if key in seen or stored:
         raise AuthError("replayed request: this signature was already used (sign each request)")
-    seen[sig] = now + 2 * WINDOW
+    seen[key] = now + 2 * WINDOW
 
 
 def signature(key: str, timestamp: str, body: bytes) -> str:
@@ -111,12 +119,15 @@ def check_signature(
 
 
 async def parse(services: Services, request: web.Request, body: bytes) -> list[Alert]:
-    sig = request.headers.get("X-Stabilize-Signature")
-    check_signature(services, request.headers.get("X-Stabilize-Timestamp"), sig, body)
-    assert sig is not None
-    sig = sig.strip()
-    alert = parse_payload(parse_json(body), external_id=sig)
-    check_replay(services, sig)
+    check_signature(
+        services,
+        request.headers.get("X-Stabilize-Timestamp"),
+        request.headers.get("X-Stabilize-Signature"),
+        body,
+    )
+    key = request_id(request)
+    alert = parse_payload(parse_json(body), external_id=key)
+    check_replay(services, key)
     return [alert]
 
 
