@@ -69,13 +69,9 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         )
     metrics = services_of(request).metrics
     metrics.inc(metrics.requests, route, str(response.status))
-    log.debug(
-        "%s %s -> %s in %.1fms",
-        request.method,
-        route,
-        response.status,
-        (time.perf_counter() - started) * 1000,
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        elapsed = (time.perf_counter() - started) * 1000
+        log.debug("%s %s -> %s in %.1fms", request.method, route, response.status, elapsed)
     return response
 
 

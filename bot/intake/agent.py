@@ -8,7 +8,6 @@ than five minutes away from the bot's clock are refused. The incident key is (ho
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from typing import Any
@@ -88,7 +87,7 @@ def check_replay(services: Services, key: str, now: float | None = None) -> None
 
 def signature(key: str, timestamp: str, body: bytes) -> str:
     base = b"v1:" + timestamp.encode() + b":" + body
-    return "sha256=" + hmac.new(key.encode(), base, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(key.encode(), base, "sha256").hex()
 
 
 def check_signature(
