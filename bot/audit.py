@@ -148,10 +148,16 @@ class AuditLog:
         self._heads: dict[sqlite3.Connection, tuple[int, str] | None] = {}
 
     def _scrub(self, text: str) -> str:
+        scrubbed = text
         for form in self._forms:
-            if form in text:
-                text = text.replace(form, "***")
-        return text
+            if form in scrubbed:
+                scrubbed = scrubbed.replace(form, "***")
+        if scrubbed is not text:
+            try:  # a secret spelled like JSON punctuation may have cut through the structure
+                json.loads(scrubbed)
+            except ValueError:
+                scrubbed = _DETAIL.encode({"scrubbed": scrubbed})
+        return scrubbed
 
     @contextmanager
     def chain(self, conn: sqlite3.Connection) -> Iterator[None]:

@@ -389,6 +389,15 @@ def test_a_secret_with_json_special_characters_is_scrubbed_too(tmp_db):
     assert log.verify().ok
 
 
+def test_a_secret_spelled_like_json_punctuation_still_leaves_valid_json(tmp_db):
+    log = AuditLog(tmp_db, secrets=['1,"k":'])
+    log.append("system", "auth.rejected", detail={"a": 1, "k": 2})
+    [row] = rows(tmp_db)
+    assert '1,"k":' not in row["detail"]
+    assert json.loads(row["detail"]) == {"scrubbed": '{"a":***2}'}
+    assert log.verify().ok
+
+
 # -- the chain head kept inside one transaction --------------------------------------------
 
 
