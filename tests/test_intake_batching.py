@@ -103,3 +103,26 @@ def test_metrics_inc_counts_like_labels_inc(services):
     metrics.alerts.labels("agent", "opened").inc()
     text = metrics.render()[0].decode()
     assert 'stabilize_alerts_total{outcome="opened",source="agent"} 3.0' in text
+
+
+def test_the_replay_memory_stays_bounded_and_the_database_still_catches_old_ids(
+    services, monkeypatch
+):
+    from bot.errors import AuthError
+    from bot.incidents import accept
+    from bot.intake import agent
+
+    monkeypatch.setattr(agent, "MEMORY", 3)
+    now = 1_800_000_000.0
+    for n in range(10):
+        agent.check_replay(services, f"id-{n}", now=now)
+    seen = services._agent_signatures
+    assert list(seen) == ["id-7", "id-8", "id-9"]
+    with pytest.raises(AuthError, match="replayed"):
+        agent.check_replay(services, "id-9", now=now)  # a copy still in flight
+    # Committed, then forgotten by the memory: the stored id still refuses the replay.
+    accept(services, [alert(1)])  # external_id "sig-1"
+    agent.check_replay(services, "id-10", now=now + 2 * agent.WINDOW + 1)  # all expired
+    assert list(seen) == ["id-10"]
+    with pytest.raises(AuthError, match="replayed"):
+        agent.check_replay(services, "sig-1", now=now)

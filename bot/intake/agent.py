@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from bot.services import Services
 
 SOURCE = "agent"
 WINDOW = 300  # seconds either side of now
+MEMORY = 100_000  # request ids kept in memory for the replay check
 KINDS = (
     "oom_kill",
     "memory_pressure",
@@ -53,11 +55,11 @@ def request_id(request: web.Request) -> str:
     return f"{timestamp}:{request.headers.get('X-Stabilize-Signature', '').strip()}"
 
 
-def _seen(services: Services) -> dict[str, float]:
-    """Request ids accepted (or being accepted) in the last window, per running bot."""
-    seen: dict[str, float] | None = getattr(services, "_agent_signatures", None)
+def _seen(services: Services) -> OrderedDict[str, float]:
+    """Request ids accepted (or being accepted) lately, oldest first, per running bot."""
+    seen: OrderedDict[str, float] | None = getattr(services, "_agent_signatures", None)
     if seen is None:
-        seen = {}
+        seen = OrderedDict()
         setattr(services, "_agent_signatures", seen)  # noqa: B010 - not a Services field
     return seen
 
@@ -74,9 +76,13 @@ def check_replay(services: Services, key: str, now: float | None = None) -> None
     (survives a restart)."""
     now = time.time() if now is None else now
     seen = _seen(services)
-    if len(seen) > 100_000 or (seen and next(iter(seen.values())) < now):
-        for old in [k for k, expires in seen.items() if expires < now]:
-            del seen[old]
+    # Drop expired ids, oldest first, and the oldest beyond MEMORY: the memory is for copies
+    # in flight; one committed is found in the database. Each step is O(1).
+    while seen:
+        oldest, expires = next(iter(seen.items()))
+        if expires >= now and len(seen) < MEMORY:
+            break
+        del seen[oldest]
     stored = services.db.conn.execute(
         "SELECT 1 FROM alerts WHERE external_id = ? LIMIT 1", (key,)
     ).fetchone()
