@@ -20,7 +20,7 @@ from bot.services import Services
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # requests: commit without waiting for more
-QUIET_PASSES = 2  # loop passes without a new request before the commit
+QUIET_PASSES = 3  # loop passes without a new request before the commit
 
 
 async def accept_async(services: Services, alerts: Sequence[Alert]) -> list[Outcome]:
@@ -40,7 +40,7 @@ class _Batcher:
     """Collects the alerts of concurrent requests and commits them together, one batch at a
     time (see ``_commit_batch`` for how one failing request fails alone).
 
-    The commit runs on the event loop once a couple of loop passes brought no new request:
+    The commit runs on the event loop once a few loop passes brought no new request:
     a worker thread would fight the loop for the GIL and lose more than it gains (measured:
     slower), while a batch commit costs about a millisecond and the requests that arrive
     meanwhile simply wait in their sockets to form the next batch."""
