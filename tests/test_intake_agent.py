@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 import time
 
-from intake_fixtures import bot_server, diagnoses, payload, top_level, until  # noqa: F401
+from intake_fixtures import (  # noqa: F401
+    bot_server,
+    diagnoses,
+    payload,
+    start_bot,
+    top_level,
+    until,
+)
 
 
 async def test_a_signed_agent_alert_opens_one_incident_message_and_starts_a_diagnosis(
@@ -129,15 +136,22 @@ async def test_a_replayed_request_is_refused_but_a_resent_alert_is_not(bot_serve
 
 
 async def test_a_replay_after_a_restart_is_refused_by_the_stored_request_id(
-    bot_server, agent_signer
+    bot_server, agent_signer, tmp_path, slack_api, settings_factory
 ):
     body, headers = agent_signer.sign(payload("agent_oom.json"))
     assert (await bot_server.post("/alerts/agent", body, headers))[0] == 200
     [row] = bot_server.services.db.query("SELECT external_id FROM alerts")
-    # Led by the signed timestamp, so that new ids append to the index.
     timestamp, signature = headers["X-Stabilize-Timestamp"], headers["X-Stabilize-Signature"]
     assert row["external_id"] == f"{timestamp}:{signature}"
-    bot_server.services._agent_signatures.clear()  # what a restart forgets
-    status, answer = await bot_server.post("/alerts/agent", body, headers)
-    assert status == 401 and "replayed" in answer["error"]
-    assert len(bot_server.services.db.query("SELECT id FROM alerts")) == 1
+    # A second bot on the same database, as after a restart: it remembers from the table.
+    restarted, runner = await start_bot(tmp_path, slack_api, settings_factory())
+    try:
+        status, answer = await restarted.post("/alerts/agent", body, headers)
+        assert status == 401 and "replayed" in answer["error"]
+        resent = agent_signer.sign(payload("agent_oom.json"), timestamp=int(timestamp) + 1)
+        assert (await restarted.post("/alerts/agent", *resent))[0] == 200
+    finally:
+        await restarted.session.close()
+        await runner.cleanup()
+        restarted.services.close()
+    assert len(bot_server.services.db.query("SELECT id FROM alerts")) == 2

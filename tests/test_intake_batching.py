@@ -105,24 +105,44 @@ def test_metrics_inc_counts_like_labels_inc(services):
     assert 'stabilize_alerts_total{outcome="opened",source="agent"} 3.0' in text
 
 
-def test_the_replay_memory_stays_bounded_and_the_database_still_catches_old_ids(
-    services, monkeypatch
-):
+def test_the_replay_guard_forgets_ids_whose_timestamp_left_the_window_and_stays_bounded():
+    from bot.errors import AuthError
+    from bot.intake.agent import WINDOW, ReplayGuard
+
+    guard = ReplayGuard(limit=3)
+    now = 1_800_000_000
+    for n in range(5):
+        guard.check(f"{now}:sig-{n}", now)
+    assert list(guard.ids) == [f"{now}:sig-2", f"{now}:sig-3", f"{now}:sig-4"]
+    with pytest.raises(AuthError, match="replayed"):
+        guard.check(f"{now}:sig-4", now + WINDOW)  # still inside the window
+    guard.check(f"{now + WINDOW}:sig-5", now + WINDOW + 2)  # the others' timestamps left it
+    assert list(guard.ids) == [f"{now + WINDOW}:sig-5"]
+    guard.forget(f"{now + WINDOW}:sig-5")  # not stored: the sender may send it again
+    guard.check(f"{now + WINDOW}:sig-5", now + WINDOW + 2)
+
+
+def test_a_restarted_guard_reloads_the_agent_ids_of_the_last_window(settings_factory, tmp_path):
+    import time
+
     from bot.errors import AuthError
     from bot.incidents import accept
     from bot.intake import agent
 
-    monkeypatch.setattr(agent, "MEMORY", 3)
-    now = 1_800_000_000.0
-    for n in range(10):
-        agent.check_replay(services, f"id-{n}", now=now)
-    seen = services._agent_signatures
-    assert list(seen) == ["id-7", "id-8", "id-9"]
-    with pytest.raises(AuthError, match="replayed"):
-        agent.check_replay(services, "id-9", now=now)  # a copy still in flight
-    # Committed, then forgotten by the memory: the stored id still refuses the replay.
-    accept(services, [alert(1)])  # external_id "sig-1"
-    agent.check_replay(services, "id-10", now=now + 2 * agent.WINDOW + 1)  # all expired
-    assert list(seen) == ["id-10"]
-    with pytest.raises(AuthError, match="replayed"):
-        agent.check_replay(services, "sig-1", now=now)
+    now = time.time()
+    fresh, old = f"{int(now) - 5}:sha256=fresh", f"{int(now) - 3600}:sha256=old"
+    first = build_services(settings_factory(), Secrets(), tmp_path / "s.db", slack=False)
+    accept(first, [Alert("agent", "web-1", "oom_kill", external_id=old)])
+    first.db.conn.execute(  # stored long ago, as far as the table says
+        "UPDATE alerts SET received_at = '2000-01-01T00:00:00.000000Z'"
+    )
+    accept(first, [Alert("agent", "web-1", "oom_kill", external_id=fresh)])
+    accept(first, [Alert("alertmanager", "web-1", "HostOutOfMemory", external_id="fp-1")])
+    first.close()
+    restarted = build_services(settings_factory(), Secrets(), tmp_path / "s.db", slack=False)
+    try:
+        with pytest.raises(AuthError, match="replayed"):
+            agent.check_replay(restarted, fresh, now=now)
+        assert list(agent.replay_guard(restarted).ids) == [fresh]
+    finally:
+        restarted.close()
