@@ -98,6 +98,9 @@ class HostSettings(_Model):
 class SshSettings(_Model):
     gateways: dict[str, SshTarget] = Field(default_factory=dict)
     connect_timeout: Duration = 10.0
+    # An OpenSSH known_hosts file. Set, every host key (gateways too) is checked against it
+    # and an unknown or changed key is refused; unset, host keys are not checked.
+    known_hosts: str | None = Field(default=None, min_length=1)
 
 
 class SnsSettings(_Model):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import SshTarget
-from bot.ssh import connection
+from bot.ssh import connection, host_key_problem, keyscan
 
 if TYPE_CHECKING:
     from bot.facts import Facts, HostTarget
@@ -76,7 +76,7 @@ class RunResult:
 
 
 class GatherError(Exception):
-    """Running the command failed; ``kind`` is timeout / refused / auth / error."""
+    """Running the command failed; ``kind`` is timeout / refused / auth / hostkey / error."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -142,16 +142,18 @@ class SshRunner:
         connect_timeout: float,
         gateway: SshTarget | None = None,
         command_timeout: float = COMMAND_TIMEOUT,
+        known_hosts: str | None = None,
     ) -> None:
         self.target = target
         self.gateway = gateway
+        self.known_hosts = known_hosts
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         via = f" via {_where(gateway)}" if gateway else ""
         self.label = f"ssh {_where(target)}{via}"
 
     def _connection(self, target: SshTarget, gateway: Any = None) -> Any:
-        return connection(target, self.connect_timeout, gateway)
+        return connection(target, self.connect_timeout, gateway, self.known_hosts)
 
     def _blocking(self, command: str, conn: Any, opened: threading.Event) -> RunResult:
         started = time.monotonic()
@@ -185,6 +187,12 @@ class SshRunner:
                     "auth",
                     f"SSH key {hop.key} for {_where(hop)} not found (check the ssh key path)",
                 )
+        if self.known_hosts and not Path(self.known_hosts).expanduser().is_file():
+            raise GatherError(
+                "hostkey",
+                f"ssh.known_hosts {self.known_hosts} does not exist"
+                f" (create it: {keyscan(self.target, self.known_hosts)})",
+            )
         gateway = self._connection(self.gateway) if self.gateway else None
         conn = self._connection(self.target, gateway)
         opened = threading.Event()
@@ -231,6 +239,10 @@ class SshRunner:
         import paramiko
 
         where = _where(self.target)
+        hops = [self.target] + ([self.gateway] if self.gateway else [])
+        problem = host_key_problem(exc, hops, self.known_hosts)
+        if problem:
+            return GatherError("hostkey", problem)
         if isinstance(exc, socket.timeout | TimeoutError):
             return GatherError("timeout", self._timeout_text())
         refused = (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)
@@ -277,6 +289,7 @@ def runner_for(services: Services, target: HostTarget) -> Runner | None:
         target.ssh,
         gateway=target.gateway,
         connect_timeout=services.settings.ssh.connect_timeout,
+        known_hosts=services.settings.ssh.known_hosts,
     )
 
 

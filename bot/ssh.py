@@ -6,15 +6,19 @@ import os
 from typing import Any
 
 from bot.config import SshTarget
+from bot.errors import ConfigError
 
 
-def connection(target: SshTarget, timeout: float, gateway: Any = None) -> Any:
+def connection(
+    target: SshTarget, timeout: float, gateway: Any = None, known_hosts: str | None = None
+) -> Any:
     """A fabric ``Connection`` to ``target`` (through ``gateway``, itself a Connection).
 
     Every phase — TCP connect, banner, auth, channel — is bounded by ``timeout``: fabric's own
     ``connect_timeout`` is truncated to whole seconds, so paramiko gets its own values. It is
     hermetic: ``~/.ssh/config`` is not read (what the YAML says is what we use) and stdin is
-    never forwarded.
+    never forwarded. With ``known_hosts`` (``ssh.known_hosts``) the host key must be in that
+    file: an unknown one is refused (fabric alone accepts any key).
     """
     from fabric import Config, Connection
 
@@ -29,11 +33,56 @@ def connection(target: SshTarget, timeout: float, gateway: Any = None) -> Any:
             key_filename=os.path.expanduser(target.key), look_for_keys=False, allow_agent=False
         )
     config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
-    return Connection(
+    conn = Connection(
         target.host,
         user=target.user,
         port=target.port,
         connect_kwargs=connect_kwargs,
         gateway=gateway,
         config=config,
+    )
+    if known_hosts:
+        import paramiko
+
+        path = os.path.expanduser(known_hosts)
+        if not os.path.isfile(path):
+            raise ConfigError(
+                f"ssh.known_hosts {known_hosts} does not exist"
+                f" (create it: {keyscan(target, known_hosts)})"
+            )
+        conn.client.load_host_keys(path)
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return conn
+
+
+def keyscan(target: SshTarget, known_hosts: str) -> str:
+    """The command that adds ``target``'s host key to ``known_hosts`` (check it first)."""
+    return f"ssh-keyscan -p {target.port} {target.host} >> {known_hosts}"
+
+
+def host_key_problem(
+    exc: BaseException, hops: list[SshTarget], known_hosts: str | None
+) -> str | None:
+    """A one-line reason when ``exc`` is a host key refused on one of ``hops`` (the target,
+    its gateway), else None."""
+    import paramiko
+
+    if not known_hosts:
+        return None
+    if isinstance(exc, paramiko.BadHostKeyException):
+        name, changed = exc.hostname, True
+    elif isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        name, changed = str(exc).split("'")[1] if "'" in str(exc) else "", False
+    else:
+        return None
+    hop = next((h for h in hops if h.host in name), hops[0])
+    where = f"{hop.host}:{hop.port}"
+    if changed:
+        return (
+            f"the host key of {where} differs from the one in ssh.known_hosts {known_hosts}:"
+            " the host was rebuilt, or something is in between; check before updating the file"
+        )
+    return (
+        f"{where} is not in ssh.known_hosts {known_hosts}"
+        f" (check its key, then add it: {keyscan(hop, known_hosts)})"
     )

@@ -172,3 +172,46 @@ async def test_a_missing_key_file_is_named(services_for, tmp_path):
     d = await diagnose(services, "web-01")
     assert d.facts.ssh_status == "auth"
     assert any(f"SSH key {missing} for 127.0.0.1:" in e for e in d.errors), d.errors
+
+
+# -- ssh.known_hosts: host keys checked when configured --------------------------------------
+
+
+async def test_with_known_hosts_a_listed_host_key_is_accepted(sshd, services_for):
+    services = services_for({"web-01": sshd.host_config()}, known_hosts=str(sshd.known_hosts_path))
+    d = await diagnose(services, "web-01")
+    assert d.facts.ssh_status == "ok", d.errors
+
+
+async def test_with_known_hosts_an_unknown_host_is_refused_and_named(sshd, services_for, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    services = services_for({"web-01": sshd.host_config()}, known_hosts=str(empty))
+    mark = sshd.mark()
+    d = await diagnose(services, "web-01")
+    assert d.facts.ssh_status == "hostkey"
+    assert any(
+        f"{sshd.host}:{sshd.port} is not in ssh.known_hosts {empty}" in e
+        and f"ssh-keyscan -p {sshd.port} {sshd.host} >> {empty}" in e
+        for e in d.errors
+    ), d.errors
+    assert sshd.commands(mark) == 0  # refused before logging in
+
+
+async def test_with_known_hosts_a_changed_host_key_is_refused(sshd, services_for, tmp_path):
+    other = tmp_path / "known_hosts"
+    # Another key under the host's name: what a rebuilt host, or a man in the middle, shows.
+    client_key = (sshd.key_path.parent / (sshd.key_path.name + ".pub")).read_text().split()
+    other.write_text(f"[{sshd.host}]:{sshd.port} {client_key[0]} {client_key[1]}\n")
+    services = services_for({"web-01": sshd.host_config()}, known_hosts=str(other))
+    d = await diagnose(services, "web-01")
+    assert d.facts.ssh_status == "hostkey"
+    assert any("differs from the one in ssh.known_hosts" in e for e in d.errors), d.errors
+
+
+async def test_a_missing_known_hosts_file_is_named_with_the_fix(sshd, services_for, tmp_path):
+    missing = tmp_path / "nope" / "known_hosts"
+    services = services_for({"web-01": sshd.host_config()}, known_hosts=str(missing))
+    d = await diagnose(services, "web-01")
+    assert d.facts.ssh_status == "hostkey"
+    assert any(f"ssh.known_hosts {missing} does not exist (create it:" in e for e in d.errors)

@@ -200,3 +200,24 @@ async def test_the_host_is_reached_through_its_gateway(sshd, settings_factory, t
     sshd.wait_for_log("Accepted publickey", count=2, since=mark)
     assert sshd.connections(mark) == 2  # one to the bastion, one through its tunnel
     svc.close()
+
+
+async def test_an_unknown_host_key_stops_the_runbook_before_any_command(
+    sshd, settings_factory, tmp_path, fstab
+):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    settings = settings_factory(
+        hosts={HOST: sshd.host_config()}, ssh={"known_hosts": str(known_hosts)}
+    )
+    svc = make_services(settings, tmp_path / "strict.db")
+    try:
+        mark = sshd.mark()
+        path = tmp_path / "swapfile"
+        result = await execute(svc, job("add-swap", HOST, size="1G", path=path, fstab=fstab))
+        assert result.state == "failed"
+        assert f"is not in ssh.known_hosts {known_hosts}" in result.error, result.error
+        assert sshd.commands(mark) == 0
+        assert not path.exists() and fstab.read_text() == "UUID=abc / ext4 defaults 0 1\n"
+    finally:
+        svc.close()

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from invoke.exceptions import CommandTimedOut
 
 from bot.config import HostSettings
-from bot.errors import ExecutionError
-from bot.ssh import connection
+from bot.errors import ConfigError, ExecutionError
+from bot.ssh import connection, host_key_problem
 from runbooks.executors import CommandResult
 
 if TYPE_CHECKING:
@@ -25,11 +25,17 @@ class SshExecutor:
         assert host.ssh is not None
         settings = services.settings
         timeout = settings.ssh.connect_timeout
+        self.known_hosts = settings.ssh.known_hosts
+        self.hops = [host.ssh]
         gateway = None
-        if host.ssh.gateway:
-            gateway = connection(settings.ssh.gateways[host.ssh.gateway], timeout)
+        try:
+            if host.ssh.gateway:
+                self.hops.append(settings.ssh.gateways[host.ssh.gateway])
+                gateway = connection(self.hops[1], timeout, known_hosts=self.known_hosts)
+            self.conn = connection(host.ssh, timeout, gateway, self.known_hosts)
+        except ConfigError as exc:  # ssh.known_hosts is missing
+            raise ExecutionError(str(exc)) from None
         self.name = name
-        self.conn = connection(host.ssh, timeout, gateway)
         self._gateway = gateway
         self.description = f"ssh {host.ssh.user or ''}@{host.ssh.host}:{host.ssh.port}"
 
@@ -39,6 +45,9 @@ class SshExecutor:
         except CommandTimedOut:
             raise ExecutionError(f"timed out after {timeout:.0f}s on {self.name}") from None
         except Exception as exc:  # paramiko / socket errors: one line, naming the host
+            problem = host_key_problem(exc, self.hops, self.known_hosts)
+            if problem:
+                raise ExecutionError(f"refused to run on {self.name}: {problem}") from None
             raise ExecutionError(
                 f"cannot run over ssh on {self.name}: {type(exc).__name__}: {exc}"
                 " (check hosts.{0}.ssh: host, port, user, key)".format(self.name)
