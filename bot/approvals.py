@@ -308,6 +308,26 @@ def _closed(request: Request, user: str) -> Decision:
     return Decision("already", text, request)
 
 
+def _pending_in(
+    services: Services, tx: sqlite3.Connection, request_id: str, user: str, *, rejecting: bool
+) -> Request | Decision:
+    """The request, read again inside the decision's transaction if it is still pending;
+    else the decision to answer (already decided, or expired just now)."""
+    current = load_request(tx, request_id)
+    assert current is not None
+    if current.state != "pending":
+        return _closed(current, user)
+    if current.is_expired():
+        _expire_in(services, tx, current, "system")
+        then = "nothing will run" if rejecting else f"ask again with `{current.command()}`"
+        return Decision(
+            "expired",
+            f"This request expired at {current.expires_at:%H:%M} UTC; {then}.",
+            load_request(tx, request_id),
+        )
+    return current
+
+
 def _expire_in(services: Services, tx: sqlite3.Connection, request: Request, actor: str) -> bool:
     """Move a pending, overdue request to ``expired``; True if this caller did it."""
     won = tx.execute(
@@ -359,18 +379,9 @@ def approve(
         if why:
             return _deny(services, request, user, why, "approve")
     with services.db.transaction() as tx:
-        current = load_request(tx, request_id)
-        assert current is not None
-        if current.state != "pending":
-            return _closed(current, user)
-        if current.is_expired():
-            _expire_in(services, tx, current, "system")
-            return Decision(
-                "expired",
-                f"This request expired at {current.expires_at:%H:%M} UTC; ask again with"
-                f" `{current.command()}`.",
-                load_request(tx, request_id),
-            )
+        current = _pending_in(services, tx, request_id, user, rejecting=False)
+        if isinstance(current, Decision):
+            return current
         added = tx.execute(
             "INSERT OR IGNORE INTO approvals (request_id, user, ts) VALUES (?, ?, ?)",
             (request_id, user, iso()),
@@ -428,15 +439,9 @@ def reject(
         why = f"only the requester or an approver ({who}) may reject this request"
         return _deny(services, request, user, why, "reject")
     with services.db.transaction() as tx:
-        current = load_request(tx, request_id)
-        assert current is not None
-        if current.state != "pending":
-            return _closed(current, user)
-        if current.is_expired():
-            _expire_in(services, tx, current, "system")
-            return Decision(
-                "expired", "This request had already expired.", load_request(tx, request_id)
-            )
+        current = _pending_in(services, tx, request_id, user, rejecting=True)
+        if isinstance(current, Decision):
+            return current
         tx.execute(
             "UPDATE requests SET state = 'rejected', decided_by = ?, decided_at = ?"
             " WHERE id = ? AND state = 'pending'",
