@@ -172,6 +172,17 @@ async def test_click_after_expiry_is_refused_and_the_message_says_so(slack_bot):
     assert bot.audit("request.approved") == []
 
 
+async def test_a_reject_after_expiry_says_when_it_expired_and_that_nothing_runs(slack_bot):
+    bot = await slack_bot(approvals={"expires_after": "1ms"})
+    request = await bot.ask(user="U0CAROL")
+    await bot.click("reject_request", request.id, user="U0BOB")
+    await bot.settle()
+    line = bot.ephemeral_replies()[-1]
+    assert "This request expired at" in line and "nothing will run" in line, line
+    assert bot.audit("request.rejected") == []
+    assert [e["request_id"] for e in bot.audit("request.expired")] == [request.id]
+
+
 async def test_expired_requests_are_closed_after_a_restart_without_any_click(slack_bot):
     bot = await slack_bot(approvals={"expires_after": "1ms"})
     request = await bot.ask(user="U0CAROL")
