@@ -116,11 +116,10 @@ class Database:
     def defer_checkpoints(self, pages: int = 10_000) -> None:
         """For a server that calls ``checkpoint`` from a worker thread: commits then only
         checkpoint themselves (on the request path) once the WAL passes ``pages`` pages, a
-        safety net should the worker fall behind."""
+        safety net should the worker fall behind. Applies to this thread's connection and to
+        connections opened from now on (another thread's connection is that thread's)."""
         self._autocheckpoint = pages
-        with self._lock:
-            for conn in self._all:
-                conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
 
     def checkpoint(self) -> tuple[int, int]:
         """Copy committed WAL pages back into the database file without blocking readers

@@ -81,11 +81,14 @@ class ReplayGuard:
         cutoff = iso(datetime.fromtimestamp(now - 2 * WINDOW, UTC))
         found: list[tuple[str, float]] = []
         rows = conn.execute("SELECT external_id, received_at, source FROM alerts ORDER BY id DESC")
-        for external_id, received_at, source in rows:
-            if received_at < cutoff:
-                break
-            if source == SOURCE and external_id:
-                found.append((external_id, _expiry(external_id, now)))
+        try:
+            for external_id, received_at, source in rows:
+                if received_at < cutoff:
+                    break
+                if source == SOURCE and external_id:
+                    found.append((external_id, _expiry(external_id, now)))
+        finally:
+            rows.close()  # a statement left open would hold its read snapshot
         for key, expires in reversed(found[: self.limit]):
             self.ids[key] = expires
         self.loaded = True
