@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import SshTarget
-from bot.ssh import connection, host_key_problem, keyscan
+from bot.errors import ConfigError
+from bot.ssh import connection, host_key_problem
 
 if TYPE_CHECKING:
     from bot.facts import Facts, HostTarget
@@ -187,14 +188,11 @@ class SshRunner:
                     "auth",
                     f"SSH key {hop.key} for {_where(hop)} not found (check the ssh key path)",
                 )
-        if self.known_hosts and not Path(self.known_hosts).expanduser().is_file():
-            raise GatherError(
-                "hostkey",
-                f"ssh.known_hosts {self.known_hosts} does not exist"
-                f" (create it: {keyscan(self.target, self.known_hosts)})",
-            )
-        gateway = self._connection(self.gateway) if self.gateway else None
-        conn = self._connection(self.target, gateway)
+        try:
+            gateway = self._connection(self.gateway) if self.gateway else None
+            conn = self._connection(self.target, gateway)
+        except ConfigError as exc:  # ssh.known_hosts is missing
+            raise GatherError("hostkey", str(exc)) from None
         opened = threading.Event()
         loop = asyncio.get_running_loop()
         running = asyncio.Event()

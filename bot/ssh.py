@@ -75,7 +75,11 @@ def host_key_problem(
         name, changed = str(exc).split("'")[1] if "'" in str(exc) else "", False
     else:
         return None
-    hop = next((h for h in hops if h.host in name), hops[0])
+    # paramiko names a host ``host`` on port 22, else ``[host]:port``.
+    hop = next(
+        (h for h in hops if name in (h.host, f"[{h.host}]:{h.port}")),
+        hops[0],
+    )
     where = f"{hop.host}:{hop.port}"
     if changed:
         return (
