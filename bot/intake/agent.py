@@ -74,9 +74,8 @@ class ReplayGuard:
     def __init__(self, limit: int = MEMORY) -> None:
         self.limit = limit
         self.ids: OrderedDict[str, float] = OrderedDict()  # id -> when it expires, oldest first
-        self.loaded = False
 
-    def load(self, conn: sqlite3.Connection, now: float) -> int:
+    def load(self, conn: sqlite3.Connection, now: float) -> None:
         """Remember the agent requests stored in the last two windows (newest rows first)."""
         cutoff = iso(datetime.fromtimestamp(now - 2 * WINDOW, UTC))
         found: list[tuple[str, float]] = []
@@ -91,8 +90,6 @@ class ReplayGuard:
             rows.close()  # a statement left open would hold its read snapshot
         for key, expires in reversed(found[: self.limit]):
             self.ids[key] = expires
-        self.loaded = True
-        return len(found)
 
     def check(self, key: str, now: float) -> None:
         """Refuse ``key`` if it was seen; else remember it. Raises ``AuthError``."""
@@ -120,9 +117,11 @@ def _expiry(key: str, now: float) -> float:
 
 
 def replay_guard(services: Services) -> ReplayGuard:
+    """The running bot's guard, loaded from the database when first asked for."""
     guard: ReplayGuard | None = getattr(services, "_agent_replay_guard", None)
     if guard is None:
         guard = ReplayGuard()
+        guard.load(services.db.conn, time.time())
         setattr(services, "_agent_replay_guard", guard)  # noqa: B010 - not a Services field
     return guard
 
@@ -135,11 +134,7 @@ def _forget(request: web.Request, key: str) -> None:
 
 def check_replay(services: Services, key: str, now: float | None = None) -> None:
     """A signed request is good once: the same ``request_id`` inside the window is refused."""
-    now = time.time() if now is None else now
-    guard = replay_guard(services)
-    if not guard.loaded:
-        guard.load(services.db.conn, now)
-    guard.check(key, now)
+    replay_guard(services).check(key, time.time() if now is None else now)
 
 
 def signature(key: str, timestamp: str, body: bytes) -> str:

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
-from bot.incidents import Ingest, Outcome, after_commit, ingest
+from bot.incidents import Outcome, after_commit, ingest
 from bot.intake.model import Alert
 from bot.services import Services
 
@@ -114,8 +114,6 @@ def _commit_batch(services: Services, batch: list[list[Alert]]) -> list[list[Out
 def _ingest_requests(
     services: Services, conn: sqlite3.Connection, batch: list[list[Alert]]
 ) -> list[list[Outcome]]:
-    with services.audit.chain(conn):
-        work = Ingest(services, conn)
-        results = [[work.one(alert) for alert in alerts] for alerts in batch]
-        work.finish()
-    return results
+    """All requests' alerts through one ``ingest``, its outcomes split back per request."""
+    outcomes = iter(ingest(services, [alert for alerts in batch for alert in alerts], conn=conn))
+    return [[next(outcomes) for _ in alerts] for alerts in batch]
