@@ -226,14 +226,12 @@ def _insert(services: Services, tx: sqlite3.Connection, request: Request, policy
             iso(request.expires_at),
         ),
     )
-    services.audit.append(
+    _audit(
+        services,
+        request,
         request.requested_by,
         "request.created",
-        host=request.host,
-        runbook=request.runbook,
-        request_id=request.id,
-        incident_id=request.incident_id,
-        detail={
+        {
             "params": request.raw_params,
             "reason": request.reason,
             "required": policy.required,
@@ -284,16 +282,30 @@ def _require(services: Services, request_id: str, user: str) -> Request:
     return request
 
 
-def _deny(services: Services, request: Request, user: str, why: str, action: str) -> Decision:
+def _audit(
+    services: Services,
+    request: Request,
+    actor: str,
+    action: str,
+    detail: dict[str, Any] | None = None,
+    *,
+    conn: sqlite3.Connection | None = None,
+) -> None:
+    """An audit event about ``request``: its host, runbook, id and incident."""
     services.audit.append(
-        user,
-        "request.denied",
+        actor,
+        action,
         host=request.host,
         runbook=request.runbook,
         request_id=request.id,
         incident_id=request.incident_id,
-        detail={"attempted": action, "reason": why},
+        detail=detail,
+        conn=conn,
     )
+
+
+def _deny(services: Services, request: Request, user: str, why: str, action: str) -> Decision:
+    _audit(services, request, user, "request.denied", {"attempted": action, "reason": why})
     return Decision("denied", f"Not allowed: {why}.", request)
 
 
@@ -336,16 +348,8 @@ def _expire_in(services: Services, tx: sqlite3.Connection, request: Request, act
     ).rowcount
     if not won:
         return False
-    services.audit.append(
-        actor,
-        "request.expired",
-        host=request.host,
-        runbook=request.runbook,
-        request_id=request.id,
-        incident_id=request.incident_id,
-        detail={"expires_at": iso(request.expires_at), "approvals": list(request.approvals)},
-        conn=tx,
-    )
+    detail = {"expires_at": iso(request.expires_at), "approvals": list(request.approvals)}
+    _audit(services, request, actor, "request.expired", detail, conn=tx)
     update_message(services, tx, request.id)
     return True
 
@@ -394,16 +398,8 @@ def approve(
         ]
         counted = [u for u in approvals if policy.counts(u, current.requested_by)]
         complete = len(counted) >= policy.required
-        services.audit.append(
-            user,
-            "request.approved",
-            host=current.host,
-            runbook=current.runbook,
-            request_id=request_id,
-            incident_id=current.incident_id,
-            detail={"approvals": len(counted), "required": policy.required, "complete": complete},
-            conn=tx,
-        )
+        detail = {"approvals": len(counted), "required": policy.required, "complete": complete}
+        _audit(services, current, user, "request.approved", detail, conn=tx)
         if not complete:
             updated = update_message(services, tx, request_id)
             left = policy.required - len(counted)
@@ -447,15 +443,7 @@ def reject(
             " WHERE id = ? AND state = 'pending'",
             (user, iso(), request_id),
         )
-        services.audit.append(
-            user,
-            "request.rejected",
-            host=current.host,
-            runbook=current.runbook,
-            request_id=request_id,
-            incident_id=current.incident_id,
-            conn=tx,
-        )
+        _audit(services, current, user, "request.rejected", conn=tx)
         updated = update_message(services, tx, request_id)
     return Decision("rejected", "Rejected; nothing will run.", updated)
 
