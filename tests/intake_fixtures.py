@@ -7,7 +7,7 @@ Import what you use: ``from intake_fixtures import bot_server, diagnoses  # noqa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,17 @@ def diagnoses(monkeypatch: pytest.MonkeyPatch) -> Diagnoses:
     recorder = Diagnoses()
     monkeypatch.setattr(bot.incidents, "diagnosis_hook", recorder)
     return recorder
+
+
+@pytest.fixture
+def services(settings_factory: Any, tmp_path: Path) -> Iterator[Any]:
+    """The bot's services on a fresh database, without Slack: for calling intake directly."""
+    from bot.config import Secrets
+    from bot.services import build_services
+
+    built = build_services(settings_factory(), Secrets(), tmp_path / "s.db", slack=False)
+    yield built
+    built.close()
 
 
 @dataclass

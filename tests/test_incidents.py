@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 from diagnosis_fixtures import make_world
-from intake_fixtures import start_bot, top_level, until
+from intake_fixtures import services, start_bot, top_level, until  # noqa: F401
 
 from bot.config import Secrets
 from bot.incidents import accept, sync_incident_messages
@@ -19,13 +19,6 @@ from bot.services import build_services
 
 def alert(host="prod-web-01", name="HostOutOfMemory", status="firing", severity="warning", n=0):
     return Alert("alertmanager", host, name, status, severity, summary=f"#{n}")
-
-
-@pytest.fixture
-def services(settings_factory, tmp_path):
-    built = build_services(settings_factory(), Secrets(), tmp_path / "s.db", slack=False)
-    yield built
-    built.close()
 
 
 def test_one_call_opens_repeats_resolves_and_reopens_in_order(services):

@@ -8,7 +8,7 @@ import asyncio
 import threading
 
 import pytest
-from intake_fixtures import diagnoses  # noqa: F401
+from intake_fixtures import diagnoses, services  # noqa: F401
 
 import bot.intake.batching as batching
 from bot.config import Secrets
@@ -16,13 +16,6 @@ from bot.db import AUTOCHECKPOINT_PAGES
 from bot.intake.model import Alert
 from bot.server import wal_checkpoints
 from bot.services import build_services
-
-
-@pytest.fixture
-def services(settings_factory, tmp_path):
-    built = build_services(settings_factory(), Secrets(), tmp_path / "s.db", slack=False)
-    yield built
-    built.close()
 
 
 def alert(n: int, host: str = "prod-web-01") -> Alert:
