@@ -135,8 +135,15 @@ async def wal_checkpoints(services: Services, *, every: float = 0.5) -> None:
     try:
         while True:
             await asyncio.sleep(every)
+            running = asyncio.ensure_future(asyncio.to_thread(services.db.checkpoint))
             try:
-                await asyncio.to_thread(services.db.checkpoint)
+                await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # Cancelling does not stop the thread: wait for it, so that nobody closes the
+                # database under a checkpoint still running (SQLite would crash the process).
+                with contextlib.suppress(sqlite3.Error):
+                    await running
+                raise
             except sqlite3.Error as exc:  # busy or locked: the next round catches up
                 log.warning("WAL checkpoint skipped: %s", exc)
     finally:

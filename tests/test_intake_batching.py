@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from intake_fixtures import diagnoses, services  # noqa: F401
@@ -87,6 +88,31 @@ async def test_wal_checkpoints_run_in_a_worker_thread_not_on_the_loop(services, 
     assert pages > AUTOCHECKPOINT_PAGES  # commits on the loop only checkpoint as a last resort
     restored = services.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
     assert restored == AUTOCHECKPOINT_PAGES
+
+
+async def test_stopping_the_checkpoint_job_waits_for_a_checkpoint_in_its_thread(
+    services, monkeypatch
+):
+    # Closing the database under a running checkpoint crashes the process (seen in CI):
+    # the job must not end before its thread has.
+    started, finished = threading.Event(), threading.Event()
+    checkpoint = services.db.checkpoint
+
+    def slow():
+        started.set()
+        time.sleep(0.3)
+        result = checkpoint()
+        finished.set()
+        return result
+
+    monkeypatch.setattr(services.db, "checkpoint", slow)
+    job = asyncio.create_task(wal_checkpoints(services, every=0.01))
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert finished.is_set()
 
 
 def test_metrics_inc_counts_like_labels_inc(services):
