@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import SshTarget
 from bot.errors import ConfigError
-from bot.ssh import connection, host_key_problem
+from bot.ssh import connection, host_key_problem, run_bounded
 
 if TYPE_CHECKING:
     from bot.facts import Facts, HostTarget
@@ -172,13 +172,10 @@ class SshRunner:
                 raise GatherError("timeout", self._timeout_text()) from exc
             raise
         opened.set()
-        from invoke.exceptions import CommandTimedOut
-
-        try:
-            result = conn.run(command, hide=True, warn=True, timeout=self.command_timeout)
-        except CommandTimedOut as exc:
+        result, timed_out = run_bounded(conn, command, self.command_timeout)
+        if timed_out:
             # A sick box can hang one section (ps on a D-state process…): keep the others.
-            return RunResult(exc.result.stdout, -1, timed_out=True)
+            return RunResult(result.stdout, -1, timed_out=True)
         return RunResult(result.stdout, result.exited if result.exited is not None else -1)
 
     async def run(self, command: str) -> RunResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from bot.config import SshTarget
@@ -53,6 +54,25 @@ def connection(
         conn.client.load_host_keys(path)
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return conn
+
+
+def run_bounded(conn: Any, command: str, timeout: float, **kwargs: Any) -> tuple[Any, bool]:
+    """``conn.run(command)`` stopped after ``timeout`` seconds: (invoke result, timed out).
+
+    invoke only reports a timeout while its timer thread has finished: the timer closes the
+    channel first, so the command can end and be judged in between; then ``run`` returns
+    exit -1 with no error. A run that ends without an exit status once its time is up is a
+    timeout either way.
+    """
+    from invoke.exceptions import CommandTimedOut
+
+    started = time.monotonic()
+    try:
+        result = conn.run(command, hide=True, warn=True, timeout=timeout, **kwargs)
+    except CommandTimedOut as exc:
+        return exc.result, True
+    ended_silent = result.exited in (-1, None)
+    return result, ended_silent and time.monotonic() - started >= timeout
 
 
 def keyscan(target: SshTarget, known_hosts: str) -> str:

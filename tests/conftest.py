@@ -69,6 +69,23 @@ def sshd() -> Iterator[ssh.SshServer]:
             server.stop()
 
 
+@pytest.fixture
+def slow_kill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """invoke's timeout timer closes the SSH channel, then lingers: the command ends before
+    the timer thread does (the race in which invoke forgets it timed out)."""
+    import time
+
+    from fabric.runners import Remote
+
+    close = Remote.kill
+
+    def kill(self: Remote) -> None:
+        close(self)
+        time.sleep(0.8)
+
+    monkeypatch.setattr(Remote, "kill", kill)
+
+
 # -- AWS ---------------------------------------------------------------------------------
 
 

@@ -142,7 +142,10 @@ async def test_several_hosts_concurrently(sshd, services_for):
     assert all(d.facts.ssh_status == "ok" for d in found)
 
 
-async def test_a_hung_command_keeps_the_facts_printed_before_it(sshd):
+@pytest.mark.parametrize("kill", ["prompt", "lingering"])
+async def test_a_hung_command_keeps_the_facts_printed_before_it(sshd, kill, request):
+    if kill == "lingering":
+        request.getfixturevalue("slow_kill")
     from bot.config import SshTarget
     from bot.facts import Facts
     from bot.facts_ssh import SshRunner, gather_ssh

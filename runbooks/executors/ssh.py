@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from invoke.exceptions import CommandTimedOut
-
 from bot.config import HostSettings
 from bot.errors import ConfigError, ExecutionError
-from bot.ssh import connection, host_key_problem
+from bot.ssh import connection, host_key_problem, run_bounded
 from runbooks.executors import CommandResult
 
 if TYPE_CHECKING:
@@ -41,9 +39,7 @@ class SshExecutor:
 
     def run(self, command: str, *, timeout: float) -> CommandResult:
         try:
-            result = self.conn.run(command, hide=True, warn=True, timeout=timeout, pty=False)
-        except CommandTimedOut:
-            raise ExecutionError(f"timed out after {timeout:.0f}s on {self.name}") from None
+            result, timed_out = run_bounded(self.conn, command, timeout, pty=False)
         except Exception as exc:  # paramiko / socket errors: one line, naming the host
             problem = host_key_problem(exc, self.hops, self.known_hosts)
             if problem:
@@ -52,6 +48,8 @@ class SshExecutor:
                 f"cannot run over ssh on {self.name}: {type(exc).__name__}: {exc}"
                 " (check hosts.{0}.ssh: host, port, user, key)".format(self.name)
             ) from None
+        if timed_out:
+            raise ExecutionError(f"timed out after {timeout:.0f}s on {self.name}")
         if result.exited == -1:  # paramiko: the channel closed without an exit status
             raise ExecutionError(
                 f"lost the ssh connection to {self.name} while the command ran (no exit status)"

@@ -1,0 +1,54 @@
+"""A command that runs over its time is reported as a timeout, even when invoke's own timer
+thread is still closing the channel when the command ends (a race CI once lost)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bot.config import SshTarget
+from bot.errors import ExecutionError
+from bot.ssh import connection, run_bounded
+
+
+def target(sshd) -> SshTarget:
+    return SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key=str(sshd.key_path))
+
+
+def test_a_timeout_is_reported_while_the_timer_still_runs(sshd, slow_kill):
+    conn = connection(target(sshd), 5)
+    try:
+        started = time.monotonic()
+        result, timed_out = run_bounded(conn, "echo before; sleep 10", 1)
+    finally:
+        conn.close()
+    assert timed_out
+    assert result.stdout == "before\n"
+    assert time.monotonic() - started < 5
+
+
+def test_a_failing_command_is_not_a_timeout(sshd):
+    conn = connection(target(sshd), 5)
+    try:
+        result, timed_out = run_bounded(conn, "echo no >&2; exit 3", 5)
+    finally:
+        conn.close()
+    assert (result.exited, result.stderr, timed_out) == (3, "no\n", False)
+
+
+def test_a_runbook_command_over_its_time_names_the_timeout(
+    sshd, slow_kill, settings_factory, tmp_path
+):
+    from diagnosis_fixtures import make_services
+
+    from runbooks.executors.ssh import SshExecutor
+
+    services = make_services(settings_factory(hosts={"web-01": sshd.host_config()}), tmp_path)
+    executor = SshExecutor(services, "web-01", services.settings.hosts["web-01"])
+    try:
+        with pytest.raises(ExecutionError, match=r"^timed out after 1s on web-01$"):
+            executor.run("sleep 10", timeout=1)
+    finally:
+        executor.close()
+        services.close()
