@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.agent.options import KINDS  # the agent and the bot accept the same kinds
 from bot.config import HOST_NAME_RE
 from bot.db import iso
 from bot.errors import AuthError, InputError
@@ -27,15 +28,6 @@ from bot.services import Services
 SOURCE = "agent"
 WINDOW = 300  # seconds either side of now
 MEMORY = 500_000  # request ids the replay guard keeps (about 100 MB at most)
-KINDS = (
-    "oom_kill",
-    "memory_pressure",
-    "swap_exhausted",
-    "cpu_high",
-    "disk_full",
-    "service_down",
-    "custom",
-)
 
 
 async def handle(request: web.Request) -> web.Response:
