@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import time
 from typing import Any
 
@@ -21,7 +23,7 @@ def connection(
     never forwarded. With ``known_hosts`` (``ssh.known_hosts``) the host key must be in that
     file: an unknown one is refused (fabric alone accepts any key).
     """
-    from fabric import Config, Connection
+    from fabric import Config
 
     connect_kwargs: dict[str, Any] = {
         "timeout": timeout,
@@ -34,7 +36,7 @@ def connection(
             key_filename=os.path.expanduser(target.key), look_for_keys=False, allow_agent=False
         )
     config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
-    conn = Connection(
+    conn = _connection_class()(
         target.host,
         user=target.user,
         port=target.port,
@@ -54,6 +56,68 @@ def connection(
         conn.client.load_host_keys(path)
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return conn
+
+
+# Linux only; elsewhere Nagle is still off, only the ACK timing is left to the kernel.
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+class _PromptSocket(socket.socket):
+    """TCP for SSH's small request/answer exchanges (key exchange, auth, channel open,
+    exec): Nagle off, and every read acknowledged at once.
+
+    paramiko leaves both on. Then a small packet waits for the ACK of the one before it,
+    and the peer delays that ACK: about 40 ms each time on Linux, several times per
+    connection (measured: opening one 109 ms → 21 ms, the first channel 45 ms → 1 ms).
+    Linux re-arms delayed ACKs after every read, hence the option after each ``recv``.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if _QUICKACK is not None:
+            self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return data
+
+
+def _prompt_socket(host: str, port: int, timeout: float | None) -> socket.socket:
+    """Connect like ``socket.create_connection``, returning a ``_PromptSocket``."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = _PromptSocket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise error or OSError(f"no address found for {host}")
+
+
+@functools.cache
+def _connection_class() -> type:
+    """fabric's ``Connection`` over a ``_PromptSocket`` (fabric is imported lazily)."""
+    from fabric import Connection
+
+    class PromptConnection(Connection):  # type: ignore[misc]
+        """A gateway's inner connection rides on the gateway's socket, prompt itself."""
+
+        def open(self) -> Any:
+            if self.is_connected or self.gateway:
+                return super().open()
+            sock = _prompt_socket(self.host, self.port, self.connect_kwargs.get("timeout"))
+            self.connect_kwargs["sock"] = sock
+            try:
+                return super().open()
+            except BaseException:
+                sock.close()
+                raise
+            finally:
+                del self.connect_kwargs["sock"]
+
+    return PromptConnection
 
 
 def run_bounded(conn: Any, command: str, timeout: float, **kwargs: Any) -> tuple[Any, bool]:

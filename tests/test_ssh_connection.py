@@ -1,11 +1,15 @@
-"""A command that runs over its time is reported as a timeout, even when invoke's own timer
-thread is still closing the channel when the command ends (a race CI once lost)."""
+"""How bot.ssh connects and runs, against the real sshd: sockets that do not wait on
+delayed ACKs, through a gateway too; and a command that runs over its time is reported as a
+timeout even when invoke's own timer thread is still closing the channel when the command
+ends (a race CI once lost)."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
+from helpers import free_port
 
 from bot.config import SshTarget
 from bot.errors import ExecutionError
@@ -14,6 +18,39 @@ from bot.ssh import connection, run_bounded
 
 def target(sshd) -> SshTarget:
     return SshTarget(host=sshd.host, port=sshd.port, user=sshd.user, key=str(sshd.key_path))
+
+
+def nodelay(conn) -> int:
+    return conn.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_the_tcp_socket_sends_small_packets_at_once(sshd):
+    conn = connection(target(sshd), 5)
+    try:
+        assert conn.run("echo ok", hide=True).stdout == "ok\n"
+        assert nodelay(conn)
+    finally:
+        conn.close()
+    assert conn.connect_kwargs.get("sock") is None  # a reconnect opens a new socket
+
+
+def test_through_a_gateway_the_outer_socket_is_the_prompt_one(sshd):
+    gateway = connection(target(sshd), 5)
+    conn = connection(target(sshd), 5, gateway)
+    try:
+        assert conn.run("echo ok", hide=True).stdout == "ok\n"
+        assert nodelay(gateway)
+        assert not hasattr(conn.transport.sock, "getsockopt")  # a channel of the gateway
+    finally:
+        conn.close()
+        gateway.close()
+
+
+def test_a_closed_port_is_refused_and_leaves_no_socket_behind():
+    conn = connection(SshTarget(host="127.0.0.1", port=free_port(), user="root"), 2)
+    with pytest.raises(ConnectionRefusedError):
+        conn.open()
+    assert "sock" not in conn.connect_kwargs
 
 
 def test_a_timeout_is_reported_while_the_timer_still_runs(sshd, slow_kill):
