@@ -272,6 +272,19 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     return parse_settings(data, source=str(file))
 
 
+def cautions(settings: Settings) -> list[str]:
+    """What is valid but weaker than it should be in production, one line each with the fix."""
+    found = []
+    ssh_hosts = [name for name, host in settings.hosts.items() if host.ssh]
+    if ssh_hosts and not settings.ssh.known_hosts:
+        found.append(
+            f"ssh.known_hosts is not set: the host keys of {len(ssh_hosts)} SSH host(s)"
+            f" ({', '.join(ssh_hosts[:3])}{', …' if len(ssh_hosts) > 3 else ''}) are not"
+            " checked (set it to a known_hosts file; ssh-keyscan -p PORT HOST >> FILE adds one)"
+        )
+    return found
+
+
 def describe(settings: Settings, secrets: Secrets) -> dict[str, Any]:
     """What was understood, for ``stabilize config check``; secrets masked."""
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import yaml
 
-from bot.config import describe
+from bot.config import cautions, describe
 from commands.common import config_option, handle_errors, load
 
 
@@ -20,12 +20,16 @@ def config() -> None:
 def check(config_file: str | None) -> None:
     """Validate the YAML config and print what was understood, secrets masked; exit 2 on errors.
 
+    Settings that are valid but weak in production (no ssh.known_hosts) get a "caution:" line.
+
     Example:
 
         stabilize config check --config stabilize.yaml
     """
     settings, secrets = load(config_file)
     click.echo(yaml.safe_dump(describe(settings, secrets), sort_keys=False, allow_unicode=True))
+    for caution in cautions(settings):
+        click.echo(f"caution: {caution}", err=True)
     click.echo(f"config OK: {settings.source}", err=True)
 
 

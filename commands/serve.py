@@ -7,7 +7,7 @@ import logging
 import click
 from aiohttp import web
 
-from bot.config import db_path
+from bot.config import cautions, db_path
 from bot.errors import ConfigError
 from bot.server import build_web_app
 from bot.services import build_services
@@ -42,6 +42,8 @@ def serve(config_file: str | None, host: str, port: int, socket_mode: bool, dry_
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for caution in cautions(settings):
+        logging.getLogger("stabilize").warning("%s", caution)
     services = build_services(settings, secrets, db_path(), dry_run=dry_run or None)
     app = build_web_app(services)
     if socket_mode:

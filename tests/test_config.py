@@ -201,6 +201,24 @@ def test_config_check_prints_what_was_understood_with_secrets_masked(tmp_path):
     assert shown["secrets"]["SLACK_SIGNING_SECRET"] != SECRETS["SLACK_SIGNING_SECRET"]
 
 
+def test_config_check_cautions_when_ssh_host_keys_are_not_checked(tmp_path):
+    hosts = {f"web-{n}": {"ssh": {"host": f"10.0.0.{n}"}} for n in range(5)}
+    path = write_config(tmp_path, {"slack": {"channel": "C0ALERTS"}, "hosts": hosts})
+    result = stabilize("config", "check", "--config", str(path), **SECRETS)
+    assert result.returncode == 0, result.stderr
+    (caution,) = [line for line in result.stderr.splitlines() if line.startswith("caution:")]
+    assert "ssh.known_hosts is not set" in caution
+    assert "5 SSH host(s) (web-0, web-1, web-2, …)" in caution
+    assert "ssh-keyscan" in caution
+
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    checked = {"slack": {"channel": "C0ALERTS"}, "hosts": hosts, "ssh": {"known_hosts": str(known)}}
+    result = stabilize("config", "check", "--config", str(write_config(tmp_path, checked)))
+    assert result.returncode == 0, result.stderr
+    assert "caution:" not in result.stderr
+
+
 def test_config_check_exits_2_with_one_line_on_errors(tmp_path):
     path = write_config(tmp_path, {"slack": {"channel": "C0ALERTS"}, "aprovals": {}})
     result = stabilize("config", "check", "--config", str(path), **SECRETS)
