@@ -11,6 +11,7 @@ from boto3 describe calls and CloudWatch (``bot.facts_aws``). Both run concurren
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,15 +31,20 @@ APP_TIER = ("nginx", "node", "gunicorn", "uwsgi", "php-fpm", "java", "httpd", "a
 _ALIASES = {"nodejs": "node", "mysqld_safe": "mysqld"}
 
 
+@functools.lru_cache(maxsize=4096)
 def service_of(name: str, among: tuple[str, ...] = DATABASES + APP_TIER) -> str | None:
     """The well-known service a process name belongs to: the name itself, or the name and a
     version or suffix (``php-fpm8.1``, ``postgres: writer``), never a longer word
-    (``node_exporter`` is not node)."""
-    name = _ALIASES.get(name, name)
-    for known in among:
-        if name == known or re.match(rf"{re.escape(known)}[0-9.:\- ]", name):
-            return known
-    return None
+    (``node_exporter`` is not node). Called for every process of every host: cached."""
+    found = _service_pattern(among).match(_ALIASES.get(name, name))
+    return found.group(1) if found else None
+
+
+@functools.cache
+def _service_pattern(among: tuple[str, ...]) -> re.Pattern[str]:
+    # Alternatives are tried in order, as ``among`` lists them.
+    names = "|".join(re.escape(known) for known in among)
+    return re.compile(rf"({names})(?:[0-9.:\- ]|\Z)")
 
 
 @dataclass(frozen=True)

@@ -200,3 +200,33 @@ def test_services_are_recognised_by_name_not_by_prefix():
         result.findings[0].title
         == "Database redis-server runs next to the app tier (node, php-fpm)"
     )
+
+
+@pytest.mark.parametrize(
+    "name, among, expected",
+    [
+        ("postgres", None, "postgres"),
+        ("postgres: writer", None, "postgres"),
+        ("postgres_exporter", None, None),
+        ("mysqld_safe", None, "mysqld"),
+        ("mysqld-8.0", None, "mysqld"),
+        ("php-fpm8.1", None, "php-fpm"),
+        ("php-fpm", ("nginx",), None),
+        ("nginx", ("nginx",), "nginx"),
+        ("nginx:", ("mysqld", "nginx"), "nginx"),
+        ("nodejs", ("node",), "node"),
+        ("node2", None, "node"),
+        ("nodes", None, None),
+        ("java", None, "java"),
+        ("javac", None, None),
+        ("Xnginx", None, None),
+        ("", None, None),
+        ("redis-server", None, "redis-server"),
+        ("redis-server.x", ("redis-server",), "redis-server"),
+        ("redis", None, None),
+    ],
+)
+def test_a_process_name_maps_to_its_service(name, among, expected):
+    from bot.facts import service_of
+
+    assert (service_of(name, among) if among else service_of(name)) == expected
