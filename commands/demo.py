@@ -442,7 +442,8 @@ class Demo:
 @click.option(
     "--script",
     is_flag=True,
-    help="Non-interactive: press the first resize-instance recommendation and approve it.",
+    help="Non-interactive: press the first resize-instance recommendation and approve it"
+    " (the default when stdin is not a terminal).",
 )
 @click.option(
     "--db",
@@ -469,6 +470,10 @@ def demo(script: bool, db_file: str) -> None:
         raise DemoError(hint)
     # Piped (CI, a test) rich assumes 80 columns: give the timeline table room.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    if not script and not sys.stdin.isatty():
+        # Nobody can press a button: play the scripted run rather than stop at the prompt.
+        console.print("[cyan]stdin is not a terminal: running the demo as --script[/]")
+        script = True
     started = time.monotonic()
     summary = run_async(Demo(console, script=script, db_file=Path(db_file)).run())
     elapsed = time.monotonic() - started

@@ -125,3 +125,20 @@ def test_demo_without_the_extra_says_how_to_fix_it(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "pip install -e '.[demo]'" in result.stderr
+
+
+def test_without_a_terminal_the_demo_plays_itself(tmp_path: Path) -> None:
+    # `./run demo` from a script or CI: nobody can press a button, so no prompt to abort at.
+    result = subprocess.run(
+        [str(STABILIZE), "demo"],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stdin is not a terminal: running the demo as --script" in result.stdout
+    assert "--script: pressing [" in result.stdout and "Demo complete" in result.stdout
+    assert "Aborted" not in result.stdout + result.stderr
