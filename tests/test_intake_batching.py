@@ -132,11 +132,11 @@ def test_the_replay_guard_forgets_ids_whose_timestamp_left_the_window_and_stays_
     now = 1_800_000_000
     for n in range(5):
         guard.check(f"{now}:sig-{n}", now)
-    assert list(guard.ids) == [f"{now}:sig-2", f"{now}:sig-3", f"{now}:sig-4"]
+    assert list(guard.ids) == ["sig-2", "sig-3", "sig-4"]
     with pytest.raises(AuthError, match="replayed"):
         guard.check(f"{now}:sig-4", now + WINDOW)  # still inside the window
     guard.check(f"{now + WINDOW}:sig-5", now + WINDOW + 2)  # the others' timestamps left it
-    assert list(guard.ids) == [f"{now + WINDOW}:sig-5"]
+    assert list(guard.ids) == ["sig-5"]
     guard.forget(f"{now + WINDOW}:sig-5")  # not stored: the sender may send it again
     guard.check(f"{now + WINDOW}:sig-5", now + WINDOW + 2)
 
@@ -162,6 +162,29 @@ def test_a_restarted_guard_reloads_the_agent_ids_of_the_last_window(settings_fac
     try:
         with pytest.raises(AuthError, match="replayed"):
             agent.check_replay(restarted, fresh, now=now)
-        assert list(agent.replay_guard(restarted).ids) == [fresh]
+        assert list(agent.replay_guard(restarted).ids) == ["sha256=fresh"]
     finally:
         restarted.close()
+
+
+def test_an_agent_alert_stored_under_its_bare_signature_cannot_be_replayed(
+    settings_factory, tmp_path
+):
+    """Before ids carried the timestamp, agent alerts were stored under the signature alone."""
+    import time
+
+    from bot.errors import AuthError
+    from bot.incidents import accept
+    from bot.intake import agent
+
+    now = time.time()
+    first = build_services(settings_factory(), Secrets(), tmp_path / "s.db", slack=False)
+    accept(first, [Alert("agent", "web-1", "oom_kill", external_id="sha256=before")])
+    first.close()
+    upgraded = build_services(settings_factory(), Secrets(), tmp_path / "s.db", slack=False)
+    try:
+        with pytest.raises(AuthError, match="replayed"):
+            agent.check_replay(upgraded, f"{int(now) - 10}:sha256=before", now=now)
+        agent.check_replay(upgraded, f"{int(now) - 10}:sha256=after", now=now)
+    finally:
+        upgraded.close()

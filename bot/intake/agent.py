@@ -58,6 +58,8 @@ class ReplayGuard:
     reloads the ids of the agent alerts stored in the last two windows, reading the newest
     rows of the alerts table only, so a restart forgets nothing. Why not an index: random
     ids put every insert on its own index page, a third of what a storm writes (measured).
+    It keys on the signature part: it covers the timestamp, and agent alerts stored before
+    ids carried the timestamp (a bare signature) are then recognised too.
     One ``stabilize serve`` per database: ids accepted by another process are not seen.
     Beyond ``limit`` ids (a storm of thousands of alerts a second for minutes) the oldest
     are forgotten early; a replay of one of those would count once more as a repeat.
@@ -65,7 +67,8 @@ class ReplayGuard:
 
     def __init__(self, limit: int = MEMORY) -> None:
         self.limit = limit
-        self.ids: OrderedDict[str, float] = OrderedDict()  # id -> when it expires, oldest first
+        # signature -> when it expires, oldest first
+        self.ids: OrderedDict[str, float] = OrderedDict()
 
     def load(self, conn: sqlite3.Connection, now: float) -> None:
         """Remember the agent requests stored in the last two windows (newest rows first)."""
@@ -77,7 +80,7 @@ class ReplayGuard:
                 if received_at < cutoff:
                     break
                 if source == SOURCE and external_id:
-                    found.append((external_id, _expiry(external_id, now)))
+                    found.append((_signature_of(external_id), _expiry(external_id, now)))
         finally:
             rows.close()  # a statement left open would hold its read snapshot
         for key, expires in reversed(found[: self.limit]):
@@ -91,13 +94,19 @@ class ReplayGuard:
             if expires >= now and len(ids) < self.limit:
                 break
             del ids[oldest]
-        if key in ids:
+        seen = _signature_of(key)
+        if seen in ids:
             raise AuthError("replayed request: this signature was already used (sign each request)")
-        ids[key] = _expiry(key, now)
+        ids[seen] = _expiry(key, now)
 
     def forget(self, key: str) -> None:
         """``key`` was not stored (the sender may send the same request again)."""
-        self.ids.pop(key, None)
+        self.ids.pop(_signature_of(key), None)
+
+
+def _signature_of(key: str) -> str:
+    """The signature in ``<timestamp>:<signature>``; an older stored id is the bare one."""
+    return key.partition(":")[2] or key
 
 
 def _expiry(key: str, now: float) -> float:
