@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -124,11 +124,17 @@ class VerifyResult:
     checked: int
     broken_id: int | None = None
     reason: str = ""
+    head: tuple[int, str] | None = None  # the last event verified: (id, hash)
 
     def __str__(self) -> str:
         if self.ok:
             return f"audit chain intact: {self.checked} events verified"
         return f"audit chain broken at event {self.broken_id}: {self.reason}"
+
+    @property
+    def anchor(self) -> str | None:
+        """``<id>:<hash>`` of the last event, to keep where the database's writers cannot."""
+        return f"{self.head[0]}:{self.head[1]}" if self.head else None
 
 
 class AuditLog:
@@ -299,8 +305,14 @@ class AuditLog:
             row = self.db.query_one("SELECT count(*) AS n FROM audit_events")
         return int(row["n"]) if row else 0
 
-    def verify(self) -> VerifyResult:
-        """Walk the chain from the first row; name the first event that does not fit."""
+    def verify(self, anchors: Mapping[int, str] | None = None) -> VerifyResult:
+        """Walk the chain from the first row; name the first event that does not fit.
+
+        ``anchors`` (event id → hash, kept outside the database) must still be in the chain
+        as they were: a history rewritten with every later hash recomputed, or cut short
+        with ``sqlite_sequence`` edited too, passes the walk but not its anchors.
+        """
+        anchors = anchors or {}
         conn = self.db.conn
         prev_hash, prev_id, checked = GENESIS, 0, 0
         for r in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_events ORDER BY id"):
@@ -324,6 +336,15 @@ class AuditLog:
                 return VerifyResult(
                     False, checked, row["id"], "content does not match its hash (row was altered)"
                 )
+            anchored = anchors.get(row["id"])
+            if anchored is not None and anchored != row["hash"]:
+                return VerifyResult(
+                    False,
+                    checked,
+                    row["id"],
+                    "its hash is not the anchor's: the history up to here was rewritten"
+                    " and rehashed",
+                )
             prev_hash, prev_id = row["hash"], row["id"]
             checked += 1
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'").fetchone()
@@ -334,7 +355,16 @@ class AuditLog:
                 prev_id + 1,
                 f"events {prev_id + 1}..{seq[0]} are missing (the newest rows were removed)",
             )
-        return VerifyResult(True, checked)
+        beyond = [n for n in anchors if n > prev_id]
+        if beyond:
+            return VerifyResult(
+                False,
+                checked,
+                min(beyond),
+                f"the anchored event is missing: the log ends at event {prev_id}"
+                " (the newest rows were removed)",
+            )
+        return VerifyResult(True, checked, head=(prev_id, prev_hash) if prev_id else None)
 
 
 def _read_head(conn: sqlite3.Connection) -> tuple[int, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 
 import click
@@ -62,18 +63,45 @@ def audit_list(host: str | None, since: str | None, as_json: bool, as_csv: bool)
             click.echo("no audit events match", err=True)
 
 
+def _anchors(values: tuple[str, ...]) -> dict[int, str]:
+    anchors: dict[int, str] = {}
+    for value in values:
+        number, _, digest = value.partition(":")
+        if not number.isdigit() or int(number) < 1 or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise InputError(
+                f"--anchor {value!r} is not ID:HASH (copy the 'anchor:' line audit verify printed)"
+            )
+        anchors[int(number)] = digest
+    return anchors
+
+
 @audit.command("verify")
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    metavar="ID:HASH",
+    help="An event's hash kept outside the database (a printed anchor line); it must still"
+    " be in the chain. Repeatable.",
+)
 @handle_errors
-def audit_verify() -> None:
+def audit_verify(anchors: tuple[str, ...]) -> None:
     """Check the hash chain; exit 1 naming the first broken event.
+
+    When intact it prints an anchor, the last event's ID:HASH. Keep it where whoever can
+    write the database cannot (a Slack message, a ticket): a rewrite that recomputes every
+    later hash leaves a consistent chain, but not the same hash for that event.
 
     Example:
 
-        stabilize audit verify
+        stabilize audit verify --anchor 1234:5f2c…(64 hex digits)
     """
-    result = open_audit().verify()
+    expected = _anchors(anchors)
+    result = open_audit().verify(expected)
     if result.ok:
-        click.echo(str(result))
+        click.echo(str(result) + (f"; {len(expected)} anchor(s) match" if expected else ""))
+        if result.anchor:
+            click.echo(f"anchor: {result.anchor}")
         return
     click.echo(str(result), err=True)
     sys.exit(1)

@@ -314,6 +314,73 @@ def test_cli_audit_verify_exit_codes(audit, tmp_db):
     assert len(broken.stderr.strip().splitlines()) == 1
 
 
+def rewrite_from(conn: sqlite3.Connection, first: int, detail: str) -> None:
+    """What a careful forger does: change event ``first`` and recompute every later hash."""
+    from bot.audit import COLUMNS, row_hash
+
+    drop_triggers(conn)
+    conn.execute("UPDATE audit_events SET detail = ? WHERE id = ?", (detail, first))
+    prev = conn.execute("SELECT hash FROM audit_events WHERE id = ?", (first - 1,)).fetchone()[0]
+    for r in conn.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE id >= ? ORDER BY id", (first,)
+    ).fetchall():
+        row = {**dict(r), "prev_hash": prev}
+        prev = row_hash(row)
+        conn.execute(
+            "UPDATE audit_events SET prev_hash = ?, hash = ? WHERE id = ?",
+            (row["prev_hash"], prev, row["id"]),
+        )
+
+
+def test_an_anchor_catches_a_rewrite_that_recomputed_every_hash(audit, tmp_db):
+    fill(audit, 5)
+    first = stabilize("audit", "verify", db=tmp_db.path)
+    assert first.returncode == 0, first.stderr
+    [line] = [x for x in first.stdout.splitlines() if x.startswith("anchor: ")]
+    kept = line.removeprefix("anchor: ")
+    assert kept == f"5:{rows(tmp_db)[-1]['hash']}"
+    fill(audit, 2)  # the log goes on; the anchor stays valid
+    again = stabilize("audit", "verify", "--anchor", kept, db=tmp_db.path)
+    assert again.returncode == 0, again.stderr
+    assert "7 events verified; 1 anchor(s) match" in again.stdout
+
+    conn = raw(tmp_db)
+    rewrite_from(conn, 3, '{"step":"forged"}')
+    conn.close()
+    assert audit.verify().ok  # the chain alone cannot tell
+    forged = stabilize("audit", "verify", "--anchor", kept, db=tmp_db.path)
+    assert forged.returncode == 1
+    assert forged.stderr.strip() == (
+        "audit chain broken at event 5: its hash is not the anchor's:"
+        " the history up to here was rewritten and rehashed"
+    )
+
+
+def test_an_anchor_catches_a_tail_cut_with_the_sequence_edited_too(audit, tmp_db):
+    fill(audit, 5)
+    kept = audit.verify().anchor
+    conn = raw(tmp_db)
+    drop_triggers(conn)
+    conn.execute("DELETE FROM audit_events WHERE id > 3")
+    conn.execute("UPDATE sqlite_sequence SET seq = 3 WHERE name = 'audit_events'")
+    conn.close()
+    assert audit.verify().ok  # the chain alone cannot tell
+    cut = stabilize("audit", "verify", "--anchor", kept, db=tmp_db.path)
+    assert cut.returncode == 1
+    assert "broken at event 5: the anchored event is missing: the log ends at event 3" in (
+        cut.stderr
+    )
+
+
+@pytest.mark.parametrize("bad", ["5", "x:" + "a" * 64, "0:" + "a" * 64, "5:" + "A" * 64, "5:abc"])
+def test_a_malformed_anchor_is_one_line_and_exit_2(audit, tmp_db, bad):
+    fill(audit, 1)
+    result = stabilize("audit", "verify", "--anchor", bad, db=tmp_db.path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --anchor '{bad}' is not ID:HASH")
+
+
 def test_cli_audit_verify_without_a_database_exits_2(tmp_path):
     missing = stabilize("audit", "verify", db=tmp_path / "nope" / "stabilize.db")
     assert missing.returncode == 2
