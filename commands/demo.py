@@ -470,7 +470,7 @@ def demo(script: bool, db_file: str) -> None:
         raise DemoError(hint)
     # Piped (CI, a test) rich assumes 80 columns: give the timeline table room.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    if not script and not sys.stdin.isatty():
+    if not script and not (sys.stdin and sys.stdin.isatty()):
         # Nobody can press a button: play the scripted run rather than stop at the prompt.
         console.print("[cyan]stdin is not a terminal: running the demo as --script[/]")
         script = True
