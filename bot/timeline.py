@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.audit import AuditLog, detail_of
+from bot.audit import AuditLog, VerifyResult, detail_of
 from bot.db import parse_iso
 from bot.durations import format_duration
 from bot.errors import InputError
@@ -303,7 +303,10 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(t: Timeline) -> str:
+def to_markdown(t: Timeline, checked: VerifyResult | None = None) -> str:
+    """The postmortem's Markdown. With ``checked`` (the whole log verified just before) it
+    ends with the log's anchor: the document, kept outside the database, then vouches for
+    the history it was written from (``stabilize audit verify --anchor``)."""
     out = [f"# Incident {t.incident_id} on {t.host or '?'}", ""]
     for label, value in summary_lines(t):
         out.append(f"- **{label}:** {_md_cell(value)}")
@@ -319,6 +322,15 @@ def to_markdown(t: Timeline) -> str:
             f" | {_md_cell(e.what)} | {took} |"
         )
     out.append("")
+    if checked is not None and checked.ok and checked.anchor:
+        out += [
+            f"Audit log verified when this was written: {checked.checked} events intact,"
+            f" anchor `{checked.anchor}`. To show later that the history up to here is"
+            f" unchanged: `stabilize audit verify --anchor {checked.anchor}`.",
+            "",
+        ]
+    elif checked is not None and not checked.ok:
+        out += [f"**The audit log did not verify when this was written:** {checked}.", ""]
     return "\n".join(out)
 
 

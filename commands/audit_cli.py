@@ -115,7 +115,8 @@ def audit_timeline(incident_id: str, markdown: bool) -> None:
     """The incident's story: alerts, findings, who asked and approved, steps, outcome.
 
     Shows when each event happened (and how long after the first alert), who did it, how
-    long each runbook step took, and the time to mitigation.
+    long each runbook step took, and the time to mitigation. The Markdown ends with the
+    audit log's anchor (see audit verify --anchor).
 
     Example:
 
@@ -123,9 +124,10 @@ def audit_timeline(incident_id: str, markdown: bool) -> None:
     """
     from bot import timeline
 
-    story = timeline.build_timeline(open_audit(), incident_id)
+    log = open_audit()
+    story = timeline.build_timeline(log, incident_id)
     if markdown:
-        click.echo(timeline.to_markdown(story), nl=False)
+        click.echo(timeline.to_markdown(story, log.verify()), nl=False)
         return
     from rich.console import Console
 

@@ -151,6 +151,33 @@ def test_markdown_tells_the_story_in_order_with_actors_and_durations(recorded: P
     assert "db-01" not in out
 
 
+def test_the_postmortem_carries_the_audit_anchor_it_was_written_from(recorded: Path) -> None:
+    code, out = run("42", "--markdown")
+    assert code == 0, out
+    anchor = AuditLog(Database(recorded)).verify().anchor
+    assert anchor and anchor.startswith(f"{len(RECORDED)}:")
+    assert out.rstrip().endswith(
+        f"Audit log verified when this was written: {len(RECORDED)} events intact, anchor"
+        f" `{anchor}`. To show later that the history up to here is unchanged:"
+        f" `stabilize audit verify --anchor {anchor}`."
+    )
+    verify = CliRunner().invoke(main, ["audit", "verify", "--anchor", anchor])
+    assert verify.exit_code == 0, verify.output
+
+
+def test_a_postmortem_written_from_a_broken_log_says_so(recorded: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(recorded, isolation_level=None)
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute("UPDATE audit_events SET actor = 'U0MALLORY' WHERE action = 'request.approved'")
+    conn.close()
+    code, out = run("42", "--markdown")
+    assert code == 0, out
+    assert "**The audit log did not verify when this was written:** audit chain broken at" in out
+    assert "anchor `" not in out
+
+
 def test_terminal_table_shows_the_same_story(recorded: Path) -> None:
     code, out = run("42")
     assert code == 0, out
