@@ -74,8 +74,11 @@ class _PromptSocket(socket.socket):
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         data = super().recv(bufsize, flags)
-        if _QUICKACK is not None:
-            self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        if data and _QUICKACK is not None:
+            try:
+                self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:  # closed by another thread meanwhile: the read itself counts
+                pass
         return data
 
 
@@ -112,6 +115,7 @@ def _connection_class() -> type:
             try:
                 return super().open()
             except BaseException:
+                self.client.close()  # paramiko's transport thread first, then its socket
                 sock.close()
                 raise
             finally:

@@ -53,6 +53,38 @@ def test_a_closed_port_is_refused_and_leaves_no_socket_behind():
     assert "sock" not in conn.connect_kwargs
 
 
+def test_a_refused_host_key_stops_paramikos_thread_before_its_socket_closes(sshd, tmp_path):
+    """Closing the socket under a running transport thread makes paramiko log a socket error
+    (EBADF) from that thread; the connection is shut down in order instead."""
+    import logging
+    import threading
+
+    import paramiko
+
+    errors: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record.getMessage())
+
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    handler = Collect(level=logging.ERROR)
+    logger = logging.getLogger("paramiko")
+    logger.addHandler(handler)
+    try:
+        conn = connection(target(sshd), 5, known_hosts=str(empty))
+        with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+            conn.open()
+        transports = [t for t in threading.enumerate() if isinstance(t, paramiko.Transport)]
+        for t in transports:
+            t.join(2)
+    finally:
+        logger.removeHandler(handler)
+    assert not [t for t in transports if t.is_alive()]
+    assert errors == []
+
+
 def test_a_timeout_is_reported_while_the_timer_still_runs(sshd, slow_kill):
     conn = connection(target(sshd), 5)
     try:
