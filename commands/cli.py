@@ -35,8 +35,15 @@ def main(verbose: bool) -> None:
     Secrets come from the environment (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN,
     STABILIZE_WEBHOOK_TOKEN); the database from STABILIZE_DB (default ./stabilize.db).
     """
-    level = logging.DEBUG if verbose or os.environ.get("STABILIZE_DEBUG") else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    debug = verbose or bool(os.environ.get("STABILIZE_DEBUG"))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        # paramiko logs each failure it raises to us (a host too busy for a handshake…) at
+        # ERROR, traceback included, from its own thread; we report each as one line.
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 for _name in COMMAND_MODULES:

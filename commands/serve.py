@@ -39,8 +39,11 @@ def serve(config_file: str | None, host: str, port: int, socket_mode: bool, dry_
         raise ConfigError("SLACK_BOT_TOKEN is not set (export the bot token, xoxb-…)")
     if socket_mode and not secrets.slack_app_token:
         raise ConfigError("--socket-mode needs SLACK_APP_TOKEN (an app-level token, xapp-…)")
+    # A long-running server logs what it does (INFO, with times), down to DEBUG with -v.
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=min(logging.getLogger().level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     for caution in cautions(settings):
         logging.getLogger("stabilize").warning("%s", caution)

@@ -125,6 +125,39 @@ async def test_a_port_that_never_speaks_ssh_times_out_in_time(services_for, sile
     assert any("timed out after 2s" in e for e in d.errors), d.errors
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_cli_says_a_silent_host_timed_out_in_one_line_not_a_traceback(
+    silent_port, tmp_path, verbose
+):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import write_config
+
+    hosts = {"web-01": {"ssh": {"host": "127.0.0.1", "port": silent_port}}}
+    config = {"slack": {"channel": "C0ALERTS"}, "hosts": hosts, "ssh": {"connect_timeout": "1s"}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STABILIZE_"))}
+    env.update(
+        STABILIZE_CONFIG=str(write_config(tmp_path, config)),
+        STABILIZE_DB=str(tmp_path / "s.db"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    flags = ["-v"] if verbose else []
+    result = subprocess.run(
+        [sys.executable, "-m", "commands.cli", *flags, "diagnose", "web-01"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ssh: timed out after 1s connecting to 127.0.0.1:" in result.stdout
+    # paramiko logs the same failure from its own thread, traceback included: only for -v.
+    assert ("Error reading SSH protocol banner" in result.stderr) == verbose, result.stderr
+
+
 async def test_a_refused_login_is_named_not_crashed(sshd, services_for):
     host = sshd.host_config()
     host["ssh"]["user"] = "nobody-here"
