@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,29 @@ def test_the_cli_says_what_is_missing_in_one_line():
     result = stabilize("agent", "--url", "http://127.0.0.1:9", "--host", "h", env=env)
     assert result.returncode == 2
     assert "STABILIZE_WEBHOOK_TOKEN is not set" in result.stderr
+
+
+def test_stabilize_agent_logs_what_it_does(tmp_path):
+    """Under `stabilize agent` as under `python3 -m bot.agent`: the CLI's own logging set-up
+    must not swallow the agent's INFO lines."""
+    import signal
+
+    from helpers import free_port
+
+    env = {**os.environ, "STABILIZE_WEBHOOK_TOKEN": "agent-log-test"}
+    command = [
+        str(Path(sys.executable).with_name("stabilize")), "agent",
+        "--url", f"http://127.0.0.1:{free_port()}", "--host", "prod-web-01",
+        "--spool", str(tmp_path / "spool"), "--interval", "200ms", "--retry-max", "500ms",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert "stabilize-agent INFO: watching " in stderr, stderr
+    assert "on prod-web-01 every 0.2s" in stderr
 
 
 def test_systemd_accepts_the_unit_as_written(tmp_path):

@@ -47,6 +47,7 @@ def run(config: AgentConfig) -> int:
         level=logging.DEBUG if config.verbose else logging.INFO,
         format="%(asctime)s stabilize-agent %(levelname)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # under `stabilize agent` the CLI has set up logging (warnings) already
     )
     if config.once:
         return once(config)
