@@ -108,18 +108,25 @@ def _connection_class() -> type:
         """A gateway's inner connection rides on the gateway's socket, prompt itself."""
 
         def open(self) -> Any:
-            if self.is_connected or self.gateway:
+            if self.is_connected:
                 return super().open()
-            sock = _prompt_socket(self.host, self.port, self.connect_kwargs.get("timeout"))
-            self.connect_kwargs["sock"] = sock
+            sock = None
+            if not self.gateway:
+                sock = _prompt_socket(self.host, self.port, self.connect_kwargs.get("timeout"))
+                self.connect_kwargs["sock"] = sock
             try:
                 return super().open()
             except BaseException:
-                self.client.close()  # paramiko's transport thread first, then its socket
-                sock.close()
+                # A failed open (a refused login or host key) leaves paramiko's transport
+                # running, and fabric's close() does not see it: it would hold its thread
+                # and socket until the server's LoginGraceTime. Stop the thread, then the
+                # socket under it.
+                self.client.close()
+                if sock is not None:
+                    sock.close()
                 raise
             finally:
-                del self.connect_kwargs["sock"]
+                self.connect_kwargs.pop("sock", None)
 
     return PromptConnection
 

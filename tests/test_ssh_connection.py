@@ -53,14 +53,23 @@ def test_a_closed_port_is_refused_and_leaves_no_socket_behind():
     assert "sock" not in conn.connect_kwargs
 
 
-def test_a_refused_host_key_stops_paramikos_thread_before_its_socket_closes(sshd, tmp_path):
-    """Closing the socket under a running transport thread makes paramiko log a socket error
-    (EBADF) from that thread; the connection is shut down in order instead."""
+@pytest.mark.parametrize("refusal", ["unknown host key", "wrong user", "wrong user via gateway"])
+def test_a_refused_connection_stops_paramikos_thread_in_order(sshd, tmp_path, monkeypatch, refusal):
+    """A failed open leaves paramiko's transport running, and fabric's close() does not see
+    it (it would hold a thread and a socket until the server's LoginGraceTime). Closing the
+    socket under the running thread instead makes paramiko log EBADF from that thread."""
     import logging
-    import threading
 
     import paramiko
 
+    transports: list[paramiko.Transport] = []  # this test's, not other tests'
+    start = paramiko.Transport.start_client
+
+    def recorded(self: paramiko.Transport, *args: object, **kwargs: object) -> object:
+        transports.append(self)
+        return start(self, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.Transport, "start_client", recorded)
     errors: list[str] = []
 
     class Collect(logging.Handler):
@@ -69,19 +78,27 @@ def test_a_refused_host_key_stops_paramikos_thread_before_its_socket_closes(sshd
 
     empty = tmp_path / "known_hosts"
     empty.write_text("")
+    stranger = SshTarget(host=sshd.host, port=sshd.port, user="nobody-here", key=str(sshd.key_path))
+    gateway = connection(target(sshd), 5) if "gateway" in refusal else None
+    if refusal == "unknown host key":
+        conn, expected = connection(target(sshd), 5, known_hosts=str(empty)), "known_hosts"
+    else:
+        conn, expected = connection(stranger, 5, gateway), "Authentication failed"
     handler = Collect(level=logging.ERROR)
     logger = logging.getLogger("paramiko")
     logger.addHandler(handler)
     try:
-        conn = connection(target(sshd), 5, known_hosts=str(empty))
-        with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+        with pytest.raises(paramiko.SSHException, match=expected):
             conn.open()
-        transports = [t for t in threading.enumerate() if isinstance(t, paramiko.Transport)]
-        for t in transports:
+        mine = transports[1:] if gateway else transports  # the gateway's own stays up
+        for t in mine:
             t.join(2)
     finally:
         logger.removeHandler(handler)
-    assert not [t for t in transports if t.is_alive()]
+        if gateway:
+            gateway.close()
+    assert len(mine) == 1
+    assert not mine[0].is_alive()
     assert errors == []
 
 
