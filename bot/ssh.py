@@ -83,20 +83,12 @@ class _PromptSocket(socket.socket):
 
 
 def _prompt_socket(host: str, port: int, timeout: float | None) -> socket.socket:
-    """Connect like ``socket.create_connection``, returning a ``_PromptSocket``."""
-    error: OSError | None = None
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-        sock = _PromptSocket(family, kind, proto)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-    raise error or OSError(f"no address found for {host}")
+    """``socket.create_connection``, handed over to a ``_PromptSocket`` with Nagle off."""
+    plain = socket.create_connection((host, port), timeout=timeout)
+    sock = _PromptSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+    sock.settimeout(timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 @functools.cache
