@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from aiohttp import ClientSession, TCPConnector, web  # noqa: E402
-from helpers import free_port, wait_for_port  # noqa: E402
+from helpers import free_port, stop_process, wait_for_port  # noqa: E402
 from helpers.signers import SlackSigner  # noqa: E402
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request  # noqa: E402
 from slack_bolt.app.async_app import AsyncApp  # noqa: E402
@@ -223,13 +223,7 @@ async def main(rounds: int, concurrency: int) -> int:
                         await quiet(session, health)  # each burst starts from a quiet bot
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=15)
         api.stop()
         tmp.cleanup()
 

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import free_port  # noqa: E402
+from helpers import free_port, stop_process  # noqa: E402
 from slack_standin import SlackStandIn  # noqa: E402
 
 TOKEN = "bench-webhook-token"
@@ -123,16 +122,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--alerts", type=int, default=5000)
@@ -202,8 +191,8 @@ async def main() -> None:
             updates = [c for c in slack.calls("chat.update") if c.ok]
             incidents = len(top) or 1
         finally:
-            stop(bot)
-            stop(bare)
+            stop_process(bot)
+            stop_process(bare)
     print(
         f"alerts: {args.alerts} for {args.hosts} hosts, concurrency {args.concurrency},"
         f" best of {args.rounds} alternating rounds"

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import re
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import free_port, wait_for_port  # noqa: E402
+from helpers import free_port, stop_process, wait_for_port  # noqa: E402
 from helpers.signers import AgentSigner, SlackSigner  # noqa: E402
 from slack_standin import SlackStandIn  # noqa: E402
 
@@ -202,13 +201,7 @@ class Server:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout=15)
         self.process = None
 
 

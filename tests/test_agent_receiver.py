@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from helpers import free_port, wait_until
+from helpers import free_port, stop_process, wait_until
 from helpers.signers import DEFAULT_WEBHOOK_TOKEN, AgentSigner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,15 +203,9 @@ class AgentProcess:
         return wait_until(seen, timeout=timeout)
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        status = stop_process(self.proc, timeout=5)
         self._log.close()
-        return self.proc.returncode
+        return status
 
 
 def agent_env(token: str = DEFAULT_WEBHOOK_TOKEN) -> dict[str, str]:

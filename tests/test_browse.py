@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import free_port, wait_for_port
+from helpers import free_port, stop_process, wait_for_port
 
 from bot.audit import AuditLog
 from bot.db import Database
@@ -53,12 +53,7 @@ def browse(audit_db: Path) -> Iterator[str]:
         wait_for_port(port, timeout=30, alive=lambda: proc.poll() is None)
         yield f"http://127.0.0.1:{port}/stabilize"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGINT, timeout=10)
 
 
 def get(url: str) -> list[dict]:

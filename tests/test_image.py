@@ -10,14 +10,13 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import free_port, wait_for_port, write_config
+from helpers import free_port, stop_process, wait_for_port, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,12 +133,7 @@ def test_the_cmd_serves_and_the_healthcheck_passes(image, tmp_path):
         check = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stdout + check.stderr
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
     printed = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in printed, printed

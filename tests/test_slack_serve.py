@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from helpers import free_port, wait_for_port, wait_until, write_config
+from helpers import free_port, stop_process, wait_for_port, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,13 +40,7 @@ class Server:
         wait_for_port(self.port, alive=lambda: self.proc.poll() is None, timeout=60)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGINT, timeout=20)
         self.log.close()
 
 

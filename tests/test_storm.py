@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from helpers import free_port
+from helpers import free_port, stop_process
 from intake_fixtures import bot_server, diagnoses, top_level, until  # noqa: F401
 
 from bot.db import Database
@@ -217,10 +217,4 @@ async def test_a_storm_survives_the_server_being_killed_and_restarted(
         assert_updates_bounded(slack_api)
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc, timeout=10)

@@ -5,7 +5,9 @@ Import them as ``from helpers import free_port`` (conftest puts ``tests/`` on ``
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -70,6 +72,21 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10
+) -> int | None:
+    """Ask ``proc`` to stop with ``sig``; SIGKILL it if it is still there after ``timeout``
+    seconds. Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import urllib.request
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from helpers import LOOPBACK, free_port, wait_for_port, wait_until
+from helpers import LOOPBACK, free_port, stop_process, wait_for_port, wait_until
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
@@ -122,13 +121,7 @@ class Alertmanager:
         proc = self.process
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, timeout=10)
         self.process = None
 
     # -- the v2 API ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import LOOPBACK, free_port, wait_for_port, wait_until
+from helpers import LOOPBACK, free_port, stop_process, wait_for_port, wait_until
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "ssh-keygen"
@@ -154,13 +154,7 @@ class SshServer:
             wait_until(lambda: not _children_of(proc.pid), timeout=5)
         except TimeoutError:
             pass  # the listener goes next either way
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, timeout=5)
         self.process = None
 
     # -- for tests -----------------------------------------------------------------------
