@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sqlite3
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import clean_environ
 
 from commands.cli import main
 
@@ -26,9 +26,7 @@ if not STABILIZE.exists():
 
 def clean_env(home: Path) -> dict[str, str]:
     """No Slack, no AWS, no config of the developer's: the demo must need none of them."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "STABILIZE_"))
-    }
+    env = clean_environ()
     env["HOME"] = str(home)
     return env
 

@@ -129,15 +129,14 @@ async def test_a_port_that_never_speaks_ssh_times_out_in_time(services_for, sile
 def test_the_cli_says_a_silent_host_timed_out_in_one_line_not_a_traceback(
     silent_port, tmp_path, verbose
 ):
-    import os
     import subprocess
     import sys
 
-    from helpers import write_config
+    from helpers import clean_environ, write_config
 
     hosts = {"web-01": {"ssh": {"host": "127.0.0.1", "port": silent_port}}}
     config = {"slack": {"channel": "C0ALERTS"}, "hosts": hosts, "ssh": {"connect_timeout": "1s"}}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STABILIZE_"))}
+    env = clean_environ()
     env.update(
         STABILIZE_CONFIG=str(write_config(tmp_path, config)),
         STABILIZE_DB=str(tmp_path / "s.db"),

@@ -6,7 +6,6 @@ then its CMD serving and its HEALTHCHECK passing, on a loopback port instead of
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -16,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import free_port, stop_process, wait_for_port, write_config
+from helpers import clean_environ, free_port, stop_process, wait_for_port, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,9 +102,7 @@ def test_the_cmd_serves_and_the_healthcheck_passes(image, tmp_path):
     write_config(workdir, {"slack": {"channel": "C0ALERTS"}})
     data = tmp_path / "data"
     data.mkdir()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "STABILIZE_"))
-    }
+    env = clean_environ()
     env.update(image["env"])
     env.update(
         STABILIZE_DB=str(data / Path(image["env"]["STABILIZE_DB"]).name),

@@ -5,6 +5,7 @@ Import them as ``from helpers import free_port`` (conftest puts ``tests/`` on ``
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -72,6 +73,14 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without AWS, Slack or stabilize settings: a child started
+    with it sees none of the developer's (or another test's) accounts, tokens or config."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "STABILIZE_"))
+    }
 
 
 def stop_process(
